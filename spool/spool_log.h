@@ -1,0 +1,197 @@
+/*
+ * spool_log.h - one append-only, group-committed log of records over a
+ * directory of pre-zeroed O_DIRECT segment files, driven by one ring.
+ *
+ * A shard's spool has two logs: messages and the journal of recipient
+ * outcomes. Both work the same way:
+ *
+ * - Segment files `<dir>/<segment id, 16 hex>.seg` are created ahead of
+ *   need (a pool of ready segments): open O_DIRECT, fallocate, write zeros
+ *   over the whole file through the ring, fdatasync, fsync the directory.
+ *   A commit is then a pure overwrite of written extents: no metadata, no
+ *   io-wq (io_uring.md 4.2).
+ * - Appends queue caller-owned struct spool_append ops. At the start of
+ *   each loop turn (a ring hook) everything queued is encoded into the
+ *   open commit slot, padded to a 4096-byte boundary with a PAD record and
+ *   written with one WRITE_FIXED | RWF_DSYNC (or a write, then one
+ *   fdatasync). Up to commit_slots commits are in flight at once.
+ * - An append's callback runs with result 0 only after the completion that
+ *   covers its bytes, and after every earlier commit of the log completed
+ *   successfully: callbacks run in log order (DESIGN.md spool invariant 1).
+ * - Every commit starts on a 4096-byte boundary past the previous one, so
+ *   acknowledged bytes are never rewritten (invariant 2).
+ * - A failed data or sync write (EIO, ENOSPC, ...) fails every append it
+ *   covered and every later one, and turns the log unhealthy for good:
+ *   never "retry the fsync, then acknowledge". EAGAIN/EINTR resubmit; a
+ *   short write resubmits the remainder.
+ *
+ * Ownership: the log borrows the ring; an append op and the input it points
+ * to (message spans) are borrowed until its callback runs.
+ */
+#ifndef SPOOL_LOG_H
+#define SPOOL_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spool_record.h"
+
+struct ring;
+struct spool_log;
+struct spool_append;
+
+#define SPOOL_BLOCK_SIZE 4096u
+
+/* ring_op.tag values of the log's own ops, for fault hooks in tests. */
+enum spool_op_tag {
+	SPOOL_TAG_COMMIT_WRITE = 0x5101,
+	SPOOL_TAG_COMMIT_SYNC = 0x5102,
+	SPOOL_TAG_PREPARE = 0x5103,
+	SPOOL_TAG_DELETE = 0x5104,
+};
+#define SPOOL_COMMIT_SLOTS_MAX 8u
+
+typedef void spool_append_cb(struct spool_append *op, int32_t result);
+
+struct spool_append {
+	/* Filled by the caller. */
+	spool_append_cb *callback;
+	void *ctx;
+	uint8_t type; /* SPOOL_RECORD_MESSAGE or SPOOL_RECORD_OUTCOME */
+	union {
+		const struct spool_message *message;
+		const struct spool_outcome *outcome;
+	} input;
+	/* Filled by the log when the record is placed. */
+	struct spool_location location;
+	uint64_t commit_seq;
+	uint32_t record_size;
+	/* Private. */
+	struct spool_append *next;
+	uint64_t queued_ns;
+};
+
+struct spool_log_config {
+	const char *dir;	  /* must exist */
+	uint16_t shard;
+	uint64_t segment_size;	  /* multiple of SPOOL_BLOCK_SIZE */
+	uint32_t commit_size_max; /* flush a commit at this size */
+	uint32_t commit_slots;	  /* commits in flight, 1..SPOOL_COMMIT_SLOTS_MAX */
+	uint32_t record_size_max; /* largest single record accepted */
+	uint32_t ready_segments;  /* segments kept prepared ahead */
+	bool use_fdatasync;	  /* write + fdatasync instead of RWF_DSYNC */
+	uint64_t first_segment_id; /* ids allocated from max(this, clock) */
+	bool allow_volatile;	   /* accept tmpfs/ramfs (tests only) */
+};
+
+/* Called for every append just before its own callback, with the same
+ * result: lets the spool account recipients per segment. */
+typedef void spool_ack_fn(void *ctx, struct spool_append *op, int32_t result);
+void spool_log_set_ack_hook(struct spool_log *log, spool_ack_fn *fn, void *ctx);
+
+/* Called when a segment is closed (full) and its last commit completed. */
+typedef void spool_segment_closed_fn(void *ctx, uint64_t segment_id);
+
+struct spool_log_stats {
+	uint64_t appends;
+	uint64_t appended_bytes;
+	uint64_t commits;
+	uint64_t commit_bytes;	/* bytes written, padding included */
+	uint64_t short_writes;
+	uint64_t resubmits;
+	uint64_t failures;
+	uint64_t segments_created;
+	uint64_t segments_deleted;
+};
+
+/* Create a log on ring. Sets err and returns NULL on failure (directory
+ * missing, O_DIRECT unsupported, buffer registration failure). Blocks
+ * until the first segment is ready (start-up only). */
+struct spool_log *spool_log_create(struct ring *ring, const struct spool_log_config *cfg,
+				   char *err, size_t err_size);
+void spool_log_destroy(struct spool_log *log);
+
+void spool_log_set_closed_callback(struct spool_log *log, spool_segment_closed_fn *fn, void *ctx);
+
+/*
+ * Queue an append. Returns 0 (callback will run), -EIO if the log is
+ * unhealthy, -EMSGSIZE if the record is larger than record_size_max or
+ * breaks a record bound. On error the callback does not run.
+ */
+int spool_log_append(struct spool_log *log, struct spool_append *op)
+	__attribute__((warn_unused_result));
+
+/* Flush now what is queued (also runs as a ring hook every turn). */
+void spool_log_flush(struct spool_log *log);
+
+bool spool_log_is_healthy(const struct spool_log *log);
+/* First error seen (-errno), 0 while healthy. */
+int spool_log_error(const struct spool_log *log);
+/* Appends queued or in flight, not yet called back. */
+uint32_t spool_log_pending(const struct spool_log *log);
+const struct spool_log_stats *spool_log_stats_get(const struct spool_log *log);
+
+/* Id of the segment being written, 0 if none. */
+uint64_t spool_log_active_segment(const struct spool_log *log);
+/* True if segment_id has commits in flight or is the active segment. */
+bool spool_log_segment_is_busy(const struct spool_log *log, uint64_t segment_id);
+
+/* Delete a closed segment file (unlink, then directory fsync through the
+ * ring); done_fn runs once the directory sync completed (res 0 or -errno). */
+typedef void spool_delete_done_fn(void *ctx, uint64_t segment_id, int32_t res);
+int spool_log_delete_segment(struct spool_log *log, uint64_t segment_id,
+			     spool_delete_done_fn *done_fn, void *ctx)
+	__attribute__((warn_unused_result));
+
+/* Segment file path helpers (no allocation; out must hold PATH_MAX). */
+void spool_log_segment_path(const char *dir, uint64_t segment_id, char *out, size_t out_size);
+
+/* ---- Offline scanning (recovery, the inspector) ---- */
+
+enum spool_scan_event {
+	SPOOL_SCAN_RECORD,	/* a valid record */
+	SPOOL_SCAN_CORRUPT,	/* invalid bytes followed by valid records */
+	SPOOL_SCAN_HOLE,	/* unwritten (zero) bytes followed by valid records */
+	SPOOL_SCAN_TORN_TAIL,	/* invalid bytes after the last valid record */
+};
+
+struct spool_scan_item {
+	enum spool_scan_event event;
+	uint64_t segment_id;
+	uint32_t offset;
+	uint32_t size;			 /* record size, or span size */
+	struct spool_record_header header; /* SPOOL_SCAN_RECORD only */
+	const uint8_t *data;		 /* the bytes (valid until the callback returns) */
+	enum spool_decode_result why;	 /* for CORRUPT / TORN_TAIL */
+};
+
+/* Return 0 to go on, non-zero to stop the scan with that value. */
+typedef int spool_scan_fn(void *ctx, const struct spool_scan_item *item);
+
+struct spool_scan_stats {
+	uint64_t segments;
+	uint64_t records;
+	uint64_t bytes_valid;
+	uint64_t corrupt_spans;
+	uint64_t holes;
+	uint64_t torn_tails;
+};
+
+/*
+ * Scan every segment of dir in id order, fsyncing each file and the
+ * directory first (never decide on data that was not durably written).
+ * Segment ids are returned in ids (sorted) if not NULL. Returns 0, or
+ * -errno on an I/O error (with a message in err).
+ */
+int spool_log_scan(const char *dir, uint16_t shard, spool_scan_fn *fn, void *ctx,
+		   struct spool_scan_stats *stats, char *err, size_t err_size);
+
+/* Scan one segment file. */
+int spool_log_scan_segment(const char *dir, uint16_t shard, uint64_t segment_id,
+			   spool_scan_fn *fn, void *ctx, struct spool_scan_stats *stats,
+			   char *err, size_t err_size);
+
+/* List segment ids in dir, sorted ascending. *ids is malloc'd. */
+int spool_log_list_segments(const char *dir, uint64_t **ids, uint32_t *count);
+
+#endif /* SPOOL_LOG_H */
