@@ -147,6 +147,13 @@ ring_probe(struct ring_caps *caps, char *err, size_t err_size)
 		ring_err(err, err_size, "io_uring_setup", -ret);
 		return ret;
 	}
+	if ((caps->features & IORING_FEAT_EXT_ARG) == 0) {
+		/* Without EXT_ARG, liburing 2.3 waits with a timeout SQE of its own
+		 * whose CQE would reach ring_dispatch as a bogus op. */
+		ring_err(err, err_size, "io_uring lacks IORING_FEAT_EXT_ARG (need Linux >= 5.11)",
+			 EOPNOTSUPP);
+		return -EOPNOTSUPP;
+	}
 	if (!caps->msg_ring) {
 		ring_err(err, err_size, "io_uring lacks IORING_OP_MSG_RING (need Linux >= 5.18)",
 			 EOPNOTSUPP);
@@ -248,7 +255,7 @@ ring_remove_hook(struct ring *ring, ring_hook_fn *fn, void *ctx)
 		ring->hook_count--;
 		return;
 	}
-	ENG_ASSERT(!"removing a hook that was never added");
+	ENG_PANIC("removing a hook that was never added");
 }
 
 int
@@ -544,7 +551,10 @@ static void
 ring_dispatch(struct ring *ring, uint64_t user_data, int32_t res, uint32_t flags)
 {
 	if (user_data == 0) {
-		/* A failed fire-and-forget message. Nothing to call. */
+		/* A failed fire-and-forget message: nothing to call, but counted
+		 * (a lost wake-up must be visible). */
+		ENG_ASSERT(res < 0);
+		ring->stats.msg_failures++;
 		return;
 	}
 	struct ring_op *op = (struct ring_op *)(uintptr_t)user_data;

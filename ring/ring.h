@@ -107,6 +107,7 @@ struct ring_stats {
 	uint64_t enter_calls;
 	uint64_t cq_overflows;
 	uint64_t sq_full_flushes;
+	uint64_t msg_failures; /* fire-and-forget ring_prep_msg that failed */
 };
 
 struct ring_params {

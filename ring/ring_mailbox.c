@@ -39,9 +39,11 @@ _Static_assert(RING_MAILBOX_DELIVER_BATCH_MAX >= 1, "drain needs a batch");
 /* One ordered (from, to) pair. */
 struct ring_mailbox_link {
 	struct ring_spsc queue;
-	/* Set by the producer when a push came up short, cleared by the
-	 * consumer when it frees space and schedules a wake. Written rarely,
-	 * read after every drain of the link, so it has its own line. */
+	/* 1 exactly while the producer has this link in its blocked_mask (a
+	 * push came up short and it has not seen room since). Written only by
+	 * the producer, on transitions; read by the consumer after every drain
+	 * of the link, so it has its own line. It is a state, not an event:
+	 * the consumer never clears it (see ring_mailbox_note_space). */
 	_Alignas(RING_CACHE_LINE_SIZE) atomic_uint producer_waiting;
 };
 
@@ -305,7 +307,8 @@ ring_mailbox_mesh_init_links(struct ring_mailbox_mesh *mesh)
 			if (from == to)
 				continue;
 			struct ring_mailbox_link *link = ring_mailbox_link_get(mesh, from, to);
-			ring_spsc_init(&link->queue, &mesh->slots[slot_index], mesh->queue_capacity);
+			ring_spsc_init(&link->queue, &mesh->slots[slot_index],
+				       mesh->queue_capacity);
 			atomic_init(&link->producer_waiting, 0);
 			slot_index += mesh->queue_capacity;
 		}
@@ -400,27 +403,50 @@ ring_mailbox_attach(struct ring_mailbox_mesh *mesh, uint32_t shard_index, struct
 	ring_add_hook(ring, ring_mailbox_flush_hook, shard);
 }
 
+/* Producer side of back pressure: the link to to_shard_index is full. The
+ * store is ordered before prepare_sleep's fence by program order, and the
+ * consumer reads it after its own fence (ring_mailbox_note_space). */
+static void
+ring_mailbox_blocked_set(struct ring_mailbox_shard *shard, struct ring_mailbox_link *link,
+			 uint32_t to_shard_index)
+{
+	uint64_t bit = ring_mailbox_bit(to_shard_index);
+	if ((shard->blocked_mask & bit) != 0)
+		return;
+	shard->blocked_mask |= bit;
+	atomic_store_explicit(&link->producer_waiting, 1, memory_order_relaxed);
+}
+
+/* The link has room again (a push went through, or prepare_sleep saw it). */
+static void
+ring_mailbox_blocked_clear(struct ring_mailbox_shard *shard, struct ring_mailbox_link *link,
+			   uint32_t to_shard_index)
+{
+	uint64_t bit = ring_mailbox_bit(to_shard_index);
+	if ((shard->blocked_mask & bit) == 0)
+		return;
+	shard->blocked_mask &= ~bit;
+	atomic_store_explicit(&link->producer_waiting, 0, memory_order_relaxed);
+}
+
 uint32_t
 ring_mailbox_send(struct ring_mailbox_mesh *mesh, uint32_t from_shard_index,
 		  uint32_t to_shard_index, const struct ring_mail *mails, uint32_t count)
 {
 	struct ring_mailbox_shard *shard = ring_mailbox_shard_get(mesh, from_shard_index);
-	struct ring_mailbox_link *link = ring_mailbox_link_get(mesh, from_shard_index, to_shard_index);
+	struct ring_mailbox_link *link =
+		ring_mailbox_link_get(mesh, from_shard_index, to_shard_index);
 	ENG_ASSERT(shard->ring != NULL);
 	ENG_ASSERT(count > 0);
-	uint64_t bit = ring_mailbox_bit(to_shard_index);
 	uint32_t pushed = ring_spsc_push_many(&link->queue, mails, count);
 	ENG_ASSERT(pushed <= count);
 	if (pushed > 0)
-		shard->wake_pending_mask |= bit;
+		shard->wake_pending_mask |= ring_mailbox_bit(to_shard_index);
 	if (pushed < count) {
-		/* Ordered before prepare_sleep's fence by program order; the
-		 * consumer reads it after its own fence (ring_mailbox_note_space). */
-		atomic_store_explicit(&link->producer_waiting, 1, memory_order_relaxed);
-		shard->blocked_mask |= bit;
 		shard->stats.sends_short++;
+		ring_mailbox_blocked_set(shard, link, to_shard_index);
 	} else {
-		shard->blocked_mask &= ~bit;
+		ring_mailbox_blocked_clear(shard, link, to_shard_index);
 	}
 	shard->stats.mails_sent += pushed;
 	return pushed;
@@ -491,8 +517,18 @@ ring_mailbox_flush(struct ring_mailbox_mesh *mesh, uint32_t shard_index)
 	return prepared;
 }
 
-/* Consumer side of back pressure: after popping from link, wake its
- * producer if it found the queue full. */
+/*
+ * Consumer side of back pressure: after popping from link, schedule a wake
+ * check for its producer if it is blocked on this link.
+ *
+ * The mark is only read here, never cleared. Clearing it ("consume the
+ * request") loses wakes: the pops that preceded our fence may be ones the
+ * producer had already seen and refilled before it set the mark, so the
+ * producer's prepare_sleep finds the queue full again, sleeps, and no later
+ * pop would see a mark. Left set, the mark is seen by the first pop the
+ * producer did not see (Dekker), and wakes stay bounded by the producer's
+ * sleeping flag: one per sleep.
+ */
 static void
 ring_mailbox_note_space(struct ring_mailbox_shard *shard, struct ring_mailbox_link *link,
 			uint32_t from_shard_index)
@@ -502,8 +538,6 @@ ring_mailbox_note_space(struct ring_mailbox_shard *shard, struct ring_mailbox_li
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(&link->producer_waiting, memory_order_relaxed) == 0)
 		return;
-	if (atomic_exchange_explicit(&link->producer_waiting, 0, memory_order_relaxed) == 0)
-		return;
 	shard->wake_pending_mask |= ring_mailbox_bit(from_shard_index);
 }
 
@@ -512,7 +546,8 @@ ring_mailbox_drain_link(struct ring_mailbox_mesh *mesh, struct ring_mailbox_shar
 			uint32_t from_shard_index, uint32_t count_max, void *ctx,
 			ring_mailbox_deliver_fn *deliver_callback)
 {
-	struct ring_mailbox_link *link = ring_mailbox_link_get(mesh, from_shard_index, shard->index);
+	struct ring_mailbox_link *link =
+		ring_mailbox_link_get(mesh, from_shard_index, shard->index);
 	struct ring_mail batch[RING_MAILBOX_DELIVER_BATCH_MAX];
 	uint32_t total = 0;
 	/* Bounded: every pass pops at least one item, and total <= count_max. */
@@ -584,7 +619,7 @@ ring_mailbox_outbound_has_space(struct ring_mailbox_mesh *mesh, struct ring_mail
 		blocked &= ~bit;
 		struct ring_mailbox_link *link = ring_mailbox_link_get(mesh, shard->index, to);
 		if (ring_spsc_producer_has_space(&link->queue)) {
-			shard->blocked_mask &= ~bit;
+			ring_mailbox_blocked_clear(shard, link, to);
 			space = true;
 		}
 	}
@@ -641,25 +676,4 @@ ring_mailbox_stats_get(const struct ring_mailbox_mesh *mesh, uint32_t shard_inde
 {
 	const struct ring_mailbox_shard *shard = ring_mailbox_shard_get(mesh, shard_index);
 	return &shard->stats;
-}
-
-#include <stdio.h>
-void ring_mailbox_debug_dump(struct ring_mailbox_mesh *mesh);
-void
-ring_mailbox_debug_dump(struct ring_mailbox_mesh *mesh)
-{
-	for (uint32_t i = 0; i < mesh->shard_count; i++) {
-		struct ring_mailbox_shard *s = &mesh->shards[i];
-		fprintf(stderr, "DBG shard %u sleeping %u prepared %d pending %llx forced %llx blocked %llx\n", i,
-			atomic_load(&s->sleeping), s->sleep_prepared, (unsigned long long)s->wake_pending_mask,
-			(unsigned long long)s->wake_forced_mask, (unsigned long long)s->blocked_mask);
-		for (uint32_t j = 0; j < mesh->shard_count; j++) {
-			if (i == j) continue;
-			struct ring_mailbox_link *l = ring_mailbox_link_get(mesh, i, j);
-			fprintf(stderr, "DBG link %u->%u head %llu tail %llu hc %llu tc %llu waiting %u\n", i, j,
-				(unsigned long long)atomic_load(&l->queue.head), (unsigned long long)atomic_load(&l->queue.tail),
-				(unsigned long long)l->queue.head_cached, (unsigned long long)l->queue.tail_cached,
-				atomic_load(&l->producer_waiting));
-		}
-	}
 }

@@ -37,20 +37,28 @@
  * ring_run_once() return early.
  *
  * The same handshake runs in the other direction for back pressure: a
- * producer whose push came up short marks the link "producer waiting"; the
- * consumer, after popping from that link, fences and, if the mark is set,
- * wakes the producer through the producer's own sleeping flag. A sleeping
- * producer therefore wakes when space appears, and prepare_sleep refuses to
- * sleep while an outbound queue that was full has room again.
+ * producer whose push came up short marks the link "producer waiting" and
+ * keeps the mark until it sees room again; the consumer, after popping from
+ * that link, fences and, if the mark is set, wakes the producer through the
+ * producer's own sleeping flag. A sleeping producer therefore wakes when
+ * space appears, and prepare_sleep refuses to sleep while an outbound queue
+ * that was full has room again. The mark is a state the consumer only
+ * reads; a consumer that cleared it as a one-shot request could spend it on
+ * pops the producer had already refilled, and the wake would be lost.
  *
  * Invariants.
  * - Queue (from, to) has exactly one producer thread (shard from) and one
  *   consumer thread (shard to); every shard-indexed call below is made on the
  *   shard's own thread, the one that created and runs its ring.
  * - 0 <= tail - head <= capacity on every queue; head and tail only grow.
- * - A shard's sleeping flag is set only between ring_mailbox_prepare_sleep()
- *   returning true and ring_mailbox_end_sleep(); other shards may only clear
- *   it, and only while posting a wake.
+ * - A shard's sleeping flag is set only by its own ring_mailbox_prepare_sleep()
+ *   and stays set at most until ring_mailbox_end_sleep(); other shards only
+ *   clear it, by an exchange that obliges them to post exactly one wake.
+ * - A link's "producer waiting" mark is 1 exactly while its producer has seen
+ *   the queue full and not seen room since; only the producer writes it.
+ * - Every wake is one CQE on the target ring; there is at most one per
+ *   setting of the target's sleeping flag, so wakes are bounded by the
+ *   target's loop turns, never by the number of items.
  * - Items in one queue arrive in push order, each exactly once.
  *
  * Ownership. The mesh owns all queue storage, allocated in
@@ -163,9 +171,10 @@ struct ring_mailbox_stats {
 typedef void ring_mailbox_deliver_fn(void *ctx, uint32_t from_shard_index,
 				     const struct ring_mail *mails, uint32_t count);
 
-/* Allocate a mesh of shard_count (2..RING_MAILBOX_SHARDS_MAX) shards with
- * queue_capacity (a power of two) items per ordered pair. Returns NULL when
- * out of memory. Call from any thread, before the shards start. */
+/* Allocate a mesh of shard_count (1..RING_MAILBOX_SHARDS_MAX; 1 has no
+ * queues) shards with queue_capacity (a power of two) items per ordered
+ * pair. Returns NULL when out of memory. Call from any thread, before the
+ * shards start. */
 struct ring_mailbox_mesh *ring_mailbox_mesh_create(uint32_t shard_count, uint32_t queue_capacity);
 /* Free the mesh. Every attached ring must be destroyed, or never run again,
  * first (its flush hook points into the mesh). NULL is a no-op. */

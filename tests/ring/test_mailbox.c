@@ -371,6 +371,54 @@ Test(ring_mailbox, full_queue_pushes_back_and_wakes_producer_when_space_appears)
 	t_mesh_close(&t);
 }
 
+/* Shard 0 refills the queue from inside shard 1's deliver callback: between
+ * shard 1's pops and its back-pressure check, like a producer on another
+ * CPU would. */
+struct t_refill {
+	struct t_mesh *t;
+	uint64_t seq_next;
+	uint32_t pushed;
+	bool done;
+	struct t_collect collect;
+};
+
+static void
+t_refill_callback(void *ctx, uint32_t from_shard_index, const struct ring_mail *mails,
+		  uint32_t count)
+{
+	struct t_refill *refill = ctx;
+	t_collect_callback(&refill->collect, from_shard_index, mails, count);
+	if (refill->done)
+		return;
+	refill->done = true;
+	refill->pushed = t_send_range(refill->t, 0, 1, refill->seq_next, 8);
+	refill->seq_next += refill->pushed;
+}
+
+Test(ring_mailbox, producer_blocked_on_a_refilled_queue_is_still_woken)
+{
+	struct t_mesh t;
+	t_mesh_open(&t, 2, 8);
+	struct t_refill refill = { .t = &t, .seq_next = 8 };
+	cr_assert_eq(t_send_range(&t, 0, 1, 0, 8), 8u, "exactly full, not short");
+	/* Shard 1 pops 4; shard 0 sees the room, refills it and comes up
+	 * short; only then does shard 1 look at the back-pressure mark. */
+	cr_assert_eq(ring_mailbox_drain(t.mesh, 1, 4, &refill, t_refill_callback), 4u);
+	cr_assert_eq(refill.pushed, 4u);
+	cr_assert_eq(ring_mailbox_flush(t.mesh, 1), 0u, "producer awake: no wake");
+	cr_assert(ring_mailbox_prepare_sleep(t.mesh, 0), "queue full again: may sleep");
+	/* New room: the producer sleeps and must be woken. */
+	cr_assert_eq(ring_mailbox_drain(t.mesh, 1, 2, &refill, t_refill_callback), 2u);
+	cr_assert_eq(ring_mailbox_flush(t.mesh, 1), 1u, "the blocked producer must be woken");
+	cr_assert_geq(ring_run_once(t.rings[1], 0), 0);
+	cr_assert_eq(ring_run_once(t.rings[0], T_WAIT_NS), 1);
+	ring_mailbox_end_sleep(t.mesh, 0);
+	cr_assert_eq(ring_mailbox_drain(t.mesh, 1, 100, &refill, t_refill_callback), 6u);
+	cr_assert_eq(refill.collect.bad, 0u);
+	cr_assert_eq(refill.collect.next_seq[0], 12u);
+	t_mesh_close(&t);
+}
+
 Test(ring_mailbox, prepare_sleep_refuses_when_a_full_queue_has_room_again)
 {
 	struct t_mesh t;
@@ -639,21 +687,8 @@ t_stress_idle(struct t_stress_shard *me, uint64_t deadline_ns)
 		t_stress_fail(me, ret);
 		return false;
 	}
-	if (ret == 0 && eng_now_monotonic_ns() - start_ns >= T_STRESS_SLEEP_NS) {
+	if (ret == 0 && eng_now_monotonic_ns() - start_ns >= T_STRESS_SLEEP_NS)
 		me->lost_wakes++;
-		const struct ring_mailbox_stats *a = ring_mailbox_stats_get(me->stress->mesh, me->index);
-		const struct ring_mailbox_stats *b = ring_mailbox_stats_get(me->stress->mesh, me->peer_index);
-		fprintf(stderr, "LOST shard %u: my wakes_received %llu peer wakes_sent %llu; sent %llu recv %llu peer sent %llu recv %llu; ring stats cqes %llu turns %llu\n",
-			me->index, (unsigned long long)a->wakes_received, (unsigned long long)b->wakes_sent,
-			(unsigned long long)me->sent, (unsigned long long)me->received,
-			(unsigned long long)me->stress->shards[me->peer_index].sent,
-			(unsigned long long)me->stress->shards[me->peer_index].received,
-			(unsigned long long)ring_stats_get(me->ring)->completed_cqes,
-			(unsigned long long)ring_stats_get(me->ring)->turns);
-		{ void ring_mailbox_debug_dump(struct ring_mailbox_mesh *mesh); ring_mailbox_debug_dump(me->stress->mesh); }
-		int r2 = ring_run_once(me->ring, 0);
-		fprintf(stderr, "LOST shard %u: run_once(0) after: %d, wakes_received now %llu\n", me->index, r2, (unsigned long long)a->wakes_received);
-	}
 	return true;
 }
 
@@ -731,16 +766,19 @@ t_stress_report(const struct t_stress *stress, const char *label)
 	uint64_t end_ns = ENG_MAX(s0->end_ns, s1->end_ns);
 	double elapsed_s = (double)(end_ns - start_ns) / 1e9;
 	uint64_t items = s0->received + s1->received;
-	fprintf(stderr, "ring_mailbox %s: %llu items in %.3f s = %.0f items_per_s (cpus %d,%d pinned %d,%d)\n",
+	fprintf(stderr,
+		"ring_mailbox %s: %llu items in %.3f s = %.0f items_per_s "
+		"(cpus %d,%d pinned %d,%d)\n",
 		label, (unsigned long long)items, elapsed_s,
 		elapsed_s > 0 ? (double)items / elapsed_s : 0.0, s0->cpu, s1->cpu, s0->pinned,
 		s1->pinned);
 	for (uint32_t i = 0; i < 2; i++) {
 		const struct ring_mailbox_stats *st = ring_mailbox_stats_get(stress->mesh, i);
 		fprintf(stderr,
-			"  shard %u: sent %llu received %llu short_sends %llu sleeps %llu aborted %llu "
-			"wakes_sent %llu wakes_received %llu idle_turns %llu\n",
-			i, (unsigned long long)st->mails_sent, (unsigned long long)st->mails_received,
+			"  shard %u: sent %llu received %llu short_sends %llu sleeps %llu "
+			"aborted %llu wakes_sent %llu wakes_received %llu idle_turns %llu\n",
+			i, (unsigned long long)st->mails_sent,
+			(unsigned long long)st->mails_received,
 			(unsigned long long)st->sends_short, (unsigned long long)st->sleeps,
 			(unsigned long long)st->sleeps_aborted, (unsigned long long)st->wakes_sent,
 			(unsigned long long)st->wakes_received,
@@ -756,9 +794,9 @@ t_stress_check_shard(const struct t_stress *stress, uint32_t index)
 	cr_assert_eq(me->error, 0, "shard %u failed: %s %s", index, strerror(-me->error), me->err);
 	cr_assert_eq(me->sent, me->send_total, "shard %u sent", index);
 	cr_assert_eq(me->received, me->receive_total, "shard %u received", index);
-	cr_assert_eq(me->bad_count, 0u, "shard %u: %llu items out of order or corrupt from seq %llu",
-		     index, (unsigned long long)me->bad_count,
-		     (unsigned long long)me->first_bad_seq);
+	cr_assert_eq(me->bad_count, 0u,
+		     "shard %u: %llu items out of order or corrupt from seq %llu", index,
+		     (unsigned long long)me->bad_count, (unsigned long long)me->first_bad_seq);
 	cr_assert_eq(me->lost_wakes, 0u, "shard %u slept to the timeout: lost wake", index);
 	cr_assert_eq(st->mails_sent, me->send_total);
 	cr_assert_eq(st->mails_received, me->receive_total);
@@ -793,7 +831,8 @@ t_stress_run(uint64_t count_0_to_1, uint64_t count_1_to_0, const char *label)
 	cr_assert_eq(pthread_barrier_init(&stress->stop, NULL, 2), 0);
 	pthread_t threads[2];
 	for (uint32_t i = 0; i < 2; i++)
-		cr_assert_eq(pthread_create(&threads[i], NULL, t_stress_main, &stress->shards[i]), 0);
+		cr_assert_eq(pthread_create(&threads[i], NULL, t_stress_main, &stress->shards[i]),
+			     0);
 	for (uint32_t i = 0; i < 2; i++)
 		cr_assert_eq(pthread_join(threads[i], NULL), 0);
 	t_stress_report(stress, label);

@@ -43,12 +43,18 @@ t_record_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	completion->ctx_seen = op->ctx;
 }
 
-/* Run loop turns until *count reaches target; bounded by T_TURNS_MAX waits. */
+/* Run loop turns until *count reaches target. Bounded twice: at most
+ * T_TURNS_MAX turns and T_WAIT_NS in all, so a missing CQE fails the test
+ * instead of hanging it. */
 static void
 t_run_until(struct ring *ring, const int *count, int target)
 {
+	uint64_t deadline_ns = eng_now_monotonic_ns() + T_WAIT_NS;
 	for (int turn = 0; turn < T_TURNS_MAX && *count < target; turn++) {
-		int ret = ring_run_once(ring, T_WAIT_NS);
+		uint64_t now_ns = eng_now_monotonic_ns();
+		if (now_ns >= deadline_ns)
+			break;
+		int ret = ring_run_once(ring, deadline_ns - now_ns);
 		cr_assert_geq(ret, 0, "ring_run_once: %s", strerror(-ret));
 	}
 	cr_assert_eq(*count, target, "expected %d completions, saw %d", target, *count);
@@ -94,7 +100,8 @@ Test(ring, timeout_fires_with_etime)
 	uint64_t elapsed_ns = eng_now_monotonic_ns() - start_ns;
 	cr_assert_eq(completion.res, -ETIME, "timeout completed with %d", completion.res);
 	/* hrtimer: never early; generous upper bound for a loaded VM. */
-	cr_assert_geq(elapsed_ns, timeout_ns, "fired after %llu ns", (unsigned long long)elapsed_ns);
+	cr_assert_geq(elapsed_ns, timeout_ns, "fired after %llu ns",
+		      (unsigned long long)elapsed_ns);
 	cr_assert_lt(elapsed_ns, 2000ull * 1000000ull, "fired after %llu ns",
 		     (unsigned long long)elapsed_ns);
 	ring_destroy(ring);
@@ -113,8 +120,8 @@ Test(ring, cancel_of_pending_timeout_gives_ecanceled)
 	cr_assert_eq(timer.count, 0);
 	cr_assert_eq(ring_prep_cancel(ring, &cancel_op, &timer_op), 0);
 	uint64_t start_ns = eng_now_monotonic_ns();
-	for (int turn = 0; turn < T_TURNS_MAX && (timer.count == 0 || cancel.count == 0); turn++)
-		cr_assert_geq(ring_run_once(ring, T_WAIT_NS), 0);
+	t_run_until(ring, &cancel.count, 1);
+	t_run_until(ring, &timer.count, 1);
 	cr_assert_eq(timer.count, 1);
 	cr_assert_eq(cancel.count, 1);
 	cr_assert_eq(timer.res, -ECANCELED, "target completed with %d", timer.res);
@@ -209,10 +216,8 @@ Test(ring, fault_hook_rewrites_nop_result)
 	struct ring_op timer_op = { .callback = t_record_callback, .ctx = &timer };
 	cr_assert_eq(ring_prep_nop(ring, &nop_op), 0);
 	cr_assert_eq(ring_prep_timeout(ring, &timer_op, 1000000ull), 0);
-	for (int turn = 0; turn < T_TURNS_MAX && (nop.count == 0 || timer.count == 0); turn++)
-		cr_assert_geq(ring_run_once(ring, T_WAIT_NS), 0);
-	int done = nop.count + timer.count;
-	cr_assert_eq(done, 2);
+	t_run_until(ring, &nop.count, 1);
+	t_run_until(ring, &timer.count, 1);
 	cr_assert_eq(nop.res, -EIO, "nop result %d", nop.res);
 	cr_assert_eq(timer.res, -ETIME, "the hook must pass other ops through");
 	cr_assert_eq(fault_calls, 2);
@@ -366,9 +371,11 @@ t_msg_peer_main(void *arg)
 		peer->ring_fd = ring_fd(ring);
 	}
 	pthread_barrier_wait(&peer->ready);
-	/* Bounded: at most T_TURNS_MAX waits of T_WAIT_NS for two CQEs. */
+	/* Bounded: at most T_TURNS_MAX turns and T_WAIT_NS in all. */
+	uint64_t deadline_ns = eng_now_monotonic_ns() + T_WAIT_NS;
 	for (int turn = 0; ring != NULL && turn < T_TURNS_MAX && peer->received_count < 2; turn++) {
-		if (ring_run_once(ring, T_WAIT_NS) < 0)
+		uint64_t now_ns = eng_now_monotonic_ns();
+		if (now_ns >= deadline_ns || ring_run_once(ring, deadline_ns - now_ns) < 0)
 			break;
 	}
 	pthread_barrier_wait(&peer->done);
