@@ -26,6 +26,9 @@ eng_assert_fail(const char *expr, const char *file, int line)
 #define ENG_ASSERT(x) \
 	((__builtin_expect(!!(x), 1)) ? (void)0 : eng_assert_fail(#x, __FILE__, __LINE__))
 
+/* An impossible path: always aborts with the reason. */
+#define ENG_PANIC(why) eng_assert_fail(why, __FILE__, __LINE__)
+
 #ifdef ENG_DEBUG
 #define ENG_DEBUG_ASSERT(x) ENG_ASSERT(x)
 #else

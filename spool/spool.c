@@ -567,6 +567,10 @@ spool_open(struct ring *ring, const struct spool_config *cfg, spool_recover_fn *
 {
 	ENG_ASSERT(ring != NULL && cfg != NULL);
 	ENG_ASSERT(cfg->recipients_max >= 1 && cfg->recipients_max <= SPOOL_RECIPIENTS_MAX);
+	if (cfg->shard > SPOOL_SHARD_MAX) {
+		snprintf(err, err_size, "spool: shard %u above %u", cfg->shard, SPOOL_SHARD_MAX);
+		return NULL;
+	}
 	if (cfg->message_size_max > SPOOL_BODY_SIZE_MAX) {
 		snprintf(err, err_size, "spool: message size max above %u bytes", SPOOL_BODY_SIZE_MAX);
 		return NULL;

@@ -484,7 +484,7 @@ spool_place_one(struct spool_log *log, struct spool_append *op)
 		if (step >= 0)
 			return step == 1;
 	}
-	ENG_ASSERT(!"record never fits a fresh commit in a fresh segment");
+	ENG_PANIC("record never fits a fresh commit in a fresh segment");
 	return false;
 }
 

@@ -98,6 +98,9 @@ struct spool_location {
 	uint16_t shard;
 };
 
+/* Shards fit the queue id's two hex digits. */
+#define SPOOL_SHARD_MAX 255u
+
 /* Queue id text: 2 hex digits shard, 16 segment id, 8 offset. */
 #define SPOOL_QUEUE_ID_SIZE 27 /* 26 characters and a NUL */
 void spool_queue_id_format(const struct spool_location *loc, char out[SPOOL_QUEUE_ID_SIZE]);

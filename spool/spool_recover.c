@@ -57,7 +57,7 @@ spool_map_slot(const struct spool_outcome_map *map, uint64_t segment_id, uint32_
 					   s->rcpt_index == rcpt_index))
 			return s;
 	}
-	ENG_ASSERT(!"outcome map full");
+	ENG_PANIC("outcome map full");
 	return NULL;
 }
 
@@ -313,14 +313,18 @@ spool_recover_shard(const char *msg_dir, const char *journal_dir, const char *qu
 	ENG_ASSERT(msg_dir != NULL && journal_dir != NULL);
 	ENG_ASSERT(sink != NULL && stats != NULL && max_segment_id != NULL);
 	uint64_t start = eng_now_monotonic_ns();
+	if (err_size > 0)
+		err[0] = 0;
 	struct spool_recover_walk w;
 	memset(&w, 0, sizeof(w));
 	w.sink = sink;
 	w.quarantine_dir = quarantine_dir;
 	w.stats = stats;
 	w.rcpts = calloc(SPOOL_RECIPIENTS_MAX, sizeof(*w.rcpts));
-	if (w.rcpts == NULL)
+	if (w.rcpts == NULL) {
+		snprintf(err, err_size, "spool: recovery: out of memory");
 		return -ENOMEM;
+	}
 	int ret = spool_recover_dir(journal_dir, shard, spool_recover_journal_item, &w, true,
 				    max_segment_id, err, err_size);
 	if (ret == 0)
@@ -329,6 +333,8 @@ spool_recover_shard(const char *msg_dir, const char *journal_dir, const char *qu
 	free(w.rcpts);
 	free(w.refs);
 	free(w.map.slots);
+	if (ret == -ENOMEM && err[0] == 0)
+		snprintf(err, err_size, "spool: recovery: out of memory");
 	stats->duration_ns = eng_now_monotonic_ns() - start;
 	return ret;
 }

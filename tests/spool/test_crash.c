@@ -187,11 +187,17 @@ struct crash_ledger {
 	uint32_t bad_bodies;
 };
 
+/* Append with geometric growth (a realloc per item is quadratic under
+ * ASan, whose realloc always copies). */
 static void
 ledger_push(uint64_t **array, uint32_t *count, uint64_t value)
 {
-	*array = realloc(*array, (*count + 1) * sizeof(**array));
-	cr_assert(*array != NULL);
+	uint32_t n = *count;
+	if ((n & (n - 1)) == 0 && (n == 0 || n >= 1024)) {
+		uint32_t cap = n < 1024 ? 1024 : n * 2;
+		*array = realloc(*array, cap * sizeof(**array));
+		cr_assert(*array != NULL);
+	}
 	(*array)[(*count)++] = value;
 }
 
