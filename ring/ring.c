@@ -59,6 +59,7 @@ static const char *const ring_kind_names[RING_OP_KIND_COUNT] = {
 	[RING_OP_MSG_TARGET] = "msg_target", [RING_OP_RECV] = "recv",
 	[RING_OP_SEND] = "send",	   [RING_OP_ACCEPT] = "accept",
 	[RING_OP_CONNECT] = "connect",	   [RING_OP_CLOSE] = "close",
+	[RING_OP_POLL] = "poll",	   [RING_OP_POLL_REMOVE] = "poll_remove",
 };
 
 const char *
@@ -542,6 +543,32 @@ ring_prep_close(struct ring *ring, struct ring_op *op, int fd)
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_close(sqe, fd);
+	ring_op_commit(sqe, op);
+	return 0;
+}
+
+int
+ring_prep_poll_add(struct ring *ring, struct ring_op *op, int fd, uint32_t poll_mask)
+{
+	ENG_ASSERT(fd >= 0);
+	ENG_ASSERT(poll_mask != 0);
+	struct io_uring_sqe *sqe = ring_op_begin(ring, op, RING_OP_POLL);
+	if (sqe == NULL)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, fd, poll_mask);
+	ring_op_commit(sqe, op);
+	return 0;
+}
+
+int
+ring_prep_poll_remove(struct ring *ring, struct ring_op *op, struct ring_op *target)
+{
+	ENG_ASSERT(target != NULL);
+	ENG_ASSERT(target != op);
+	struct io_uring_sqe *sqe = ring_op_begin(ring, op, RING_OP_POLL_REMOVE);
+	if (sqe == NULL)
+		return -EBUSY;
+	io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)target);
 	ring_op_commit(sqe, op);
 	return 0;
 }

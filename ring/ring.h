@@ -65,6 +65,8 @@ enum ring_op_kind {
 	RING_OP_ACCEPT,
 	RING_OP_CONNECT,
 	RING_OP_CLOSE,
+	RING_OP_POLL,
+	RING_OP_POLL_REMOVE,
 	RING_OP_KIND_COUNT,
 };
 
@@ -192,6 +194,17 @@ int ring_prep_accept(struct ring *ring, struct ring_op *op, int fd, struct socka
 int ring_prep_connect(struct ring *ring, struct ring_op *op, int fd, const struct sockaddr *addr,
 		      uint32_t addr_len);
 int ring_prep_close(struct ring *ring, struct ring_op *op, int fd);
+/*
+ * One-shot poll: completes once with the ready events (a poll(2) mask, > 0)
+ * when fd has any of poll_mask, or -ECANCELED when removed. The kernel holds
+ * its own reference to the file, so closing fd does not end the poll: remove
+ * it first (or right after) with ring_prep_poll_remove().
+ */
+int ring_prep_poll_add(struct ring *ring, struct ring_op *op, int fd, uint32_t poll_mask);
+/* Remove the poll target (matched by address). op completes with 0,
+ * -ENOENT (already completed) or -EALREADY; target then completes with
+ * -ECANCELED unless it had already fired. */
+int ring_prep_poll_remove(struct ring *ring, struct ring_op *op, struct ring_op *target);
 
 /* Text for a ring_op_kind, for logs. */
 const char *ring_op_kind_name(uint8_t kind);
