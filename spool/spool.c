@@ -49,6 +49,7 @@ struct spool {
 	char quarantine_dir[PATH_MAX];
 	struct spool_log *msg_log;
 	struct spool_log *journal_log;
+	struct spool_reader *reader;
 	struct spool_msg_seg *msg_segs;
 	uint32_t msg_seg_count;
 	uint32_t msg_seg_capacity;
@@ -75,6 +76,7 @@ spool_config_defaults(struct spool_config *cfg)
 	cfg->ready_segments = 2;
 	cfg->free_space_reserve = 512ull << 20;
 	cfg->use_fdatasync = false;
+	cfg->read_fds = SPOOL_READ_FDS_DEFAULT;
 }
 
 void
@@ -255,6 +257,8 @@ spool_msg_maybe_delete(struct spool *sp, struct spool_msg_seg *seg)
 	if (spool_log_segment_is_busy(sp->msg_log, seg->id))
 		return;
 	seg->deleting = true;
+	/* No read may open or reuse the file from here on. */
+	spool_reader_forget_segment(sp->reader, seg->id);
 	if (spool_log_delete_segment(sp->msg_log, seg->id, spool_msg_deleted, sp) < 0)
 		seg->deleting = false;
 }
@@ -384,6 +388,25 @@ uint32_t
 spool_live_segments(const struct spool *sp)
 {
 	return sp->msg_seg_count;
+}
+
+struct spool_reader *
+spool_reader_get(struct spool *sp)
+{
+	ENG_ASSERT(sp != NULL);
+	ENG_ASSERT(sp->reader != NULL);
+	return sp->reader;
+}
+
+static uint32_t spool_record_max(const struct spool_config *cfg);
+
+uint32_t
+spool_message_record_size_max(const struct spool *sp)
+{
+	ENG_ASSERT(sp != NULL);
+	uint32_t size = spool_record_max(&sp->cfg);
+	ENG_ASSERT(size <= SPOOL_RECORD_SIZE_MAX);
+	return size;
 }
 
 const struct spool_log_stats *
@@ -561,20 +584,34 @@ spool_record_max(const struct spool_config *cfg)
 	return (uint32_t)ENG_MIN(size, (uint64_t)SPOOL_RECORD_SIZE_MAX);
 }
 
+/* Configuration a spool cannot run with: one clear line in err. */
+static bool
+spool_config_is_valid(const struct spool_config *cfg, char *err, size_t err_size)
+{
+	ENG_ASSERT(cfg != NULL);
+	ENG_ASSERT(cfg->recipients_max >= 1 && cfg->recipients_max <= SPOOL_RECIPIENTS_MAX);
+	if (cfg->shard > SPOOL_SHARD_MAX) {
+		snprintf(err, err_size, "spool: shard %u above %u", cfg->shard, SPOOL_SHARD_MAX);
+		return false;
+	}
+	if (cfg->message_size_max > SPOOL_BODY_SIZE_MAX) {
+		snprintf(err, err_size, "spool: message size max above %u bytes", SPOOL_BODY_SIZE_MAX);
+		return false;
+	}
+	if (cfg->read_fds == 0 || cfg->read_fds > SPOOL_READ_FDS_MAX) {
+		snprintf(err, err_size, "spool: read fds must be 1..%u", SPOOL_READ_FDS_MAX);
+		return false;
+	}
+	return true;
+}
+
 struct spool *
 spool_open(struct ring *ring, const struct spool_config *cfg, spool_recover_fn *fn, void *ctx,
 	   struct spool_recovery_stats *stats, char *err, size_t err_size)
 {
 	ENG_ASSERT(ring != NULL && cfg != NULL);
-	ENG_ASSERT(cfg->recipients_max >= 1 && cfg->recipients_max <= SPOOL_RECIPIENTS_MAX);
-	if (cfg->shard > SPOOL_SHARD_MAX) {
-		snprintf(err, err_size, "spool: shard %u above %u", cfg->shard, SPOOL_SHARD_MAX);
+	if (!spool_config_is_valid(cfg, err, err_size))
 		return NULL;
-	}
-	if (cfg->message_size_max > SPOOL_BODY_SIZE_MAX) {
-		snprintf(err, err_size, "spool: message size max above %u bytes", SPOOL_BODY_SIZE_MAX);
-		return NULL;
-	}
 	struct spool *sp = calloc(1, sizeof(*sp));
 	if (sp == NULL)
 		return NULL;
@@ -585,6 +622,12 @@ spool_open(struct ring *ring, const struct spool_config *cfg, spool_recover_fn *
 	spool_shard_path(cfg->dir, cfg->shard, "journal", sp->journal_dir, sizeof(sp->journal_dir));
 	spool_shard_path(cfg->dir, cfg->shard, "quarantine", sp->quarantine_dir,
 			 sizeof(sp->quarantine_dir));
+	sp->reader = spool_reader_create(ring, sp->msg_dir, cfg->shard, cfg->read_fds);
+	if (sp->reader == NULL) {
+		snprintf(err, err_size, "spool: out of memory for the reader");
+		spool_close(sp);
+		return NULL;
+	}
 	struct spool_recovery_stats local;
 	if (stats == NULL)
 		stats = &local;
@@ -619,6 +662,8 @@ spool_close(struct spool *sp)
 {
 	if (sp == NULL)
 		return;
+	/* Reads first: they complete while the segments are still known. */
+	spool_reader_destroy(sp->reader);
 	spool_log_destroy(sp->msg_log);
 	spool_log_destroy(sp->journal_log);
 	for (uint32_t i = 0; i < sp->journal_seg_count; i++)

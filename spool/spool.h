@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "spool_log.h"
+#include "spool_read.h"
 #include "spool_record.h"
 
 struct ring;
@@ -51,6 +52,7 @@ struct spool_config {
 	uint64_t free_space_reserve;	/* bytes, default 512 MiB */
 	bool use_fdatasync;		/* default false: RWF_DSYNC */
 	bool allow_volatile;		/* accept tmpfs/ramfs: tests only */
+	uint32_t read_fds;		/* segment fds cached for reads, default 16 */
 };
 
 void spool_config_defaults(struct spool_config *cfg);
@@ -112,6 +114,13 @@ uint64_t spool_live_recipients(const struct spool *sp);
 uint32_t spool_live_segments(const struct spool *sp);
 const struct spool_log_stats *spool_message_stats(const struct spool *sp);
 const struct spool_log_stats *spool_journal_stats(const struct spool *sp);
+
+/* Largest MESSAGE record this spool writes (from message_size_max and
+ * recipients_max): size read buffers with spool_read_buffer_size(this). */
+uint32_t spool_message_record_size_max(const struct spool *sp);
+
+/* The shard's record reader (spool_read.c; the API is spool_read.h). */
+struct spool_reader *spool_reader_get(struct spool *sp);
 
 /* Paths of the shard's folders (for tools and tests). */
 void spool_shard_path(const char *spool_dir, uint16_t shard, const char *sub, char *out,
