@@ -60,6 +60,7 @@ static const char *const ring_kind_names[RING_OP_KIND_COUNT] = {
 	[RING_OP_SEND] = "send",	   [RING_OP_ACCEPT] = "accept",
 	[RING_OP_CONNECT] = "connect",	   [RING_OP_CLOSE] = "close",
 	[RING_OP_POLL] = "poll",	   [RING_OP_POLL_REMOVE] = "poll_remove",
+	[RING_OP_SENDMSG] = "sendmsg",	   [RING_OP_LINK_TIMEOUT] = "link_timeout",
 };
 
 const char *
@@ -548,6 +549,54 @@ ring_prep_close(struct ring *ring, struct ring_op *op, int fd)
 }
 
 int
+ring_prep_sendmsg(struct ring *ring, struct ring_op *op, int fd, const struct msghdr *msg,
+		  int flags)
+{
+	ENG_ASSERT(msg != NULL);
+	ENG_ASSERT(msg->msg_iovlen == 0 || msg->msg_iov != NULL);
+	size_t total = 0;
+	for (size_t i = 0; i < msg->msg_iovlen; i++)
+		total += msg->msg_iov[i].iov_len;
+	ENG_ASSERT(total <= UINT32_MAX);
+	struct io_uring_sqe *sqe = ring_op_begin(ring, op, RING_OP_SENDMSG);
+	if (sqe == NULL)
+		return -EBUSY;
+	io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
+	op->len = (uint32_t)total;
+	ring_op_commit(sqe, op);
+	return 0;
+}
+
+int
+ring_prep_connect_timeout(struct ring *ring, struct ring_op *connect_op,
+			  struct ring_op *timeout_op, int fd, const struct sockaddr *addr,
+			  uint32_t addr_len, uint64_t timeout_ns)
+{
+	ENG_ASSERT(connect_op != timeout_op);
+	ENG_ASSERT(addr != NULL);
+	/* A chain never spans two submissions (io_uring.md 3.1): make room
+	 * for both SQEs before taking either. */
+	if (io_uring_sq_space_left(&ring->uring) < 2) {
+		ring->stats.sq_full_flushes++;
+		(void)ring_submit_pending(ring);
+		if (io_uring_sq_space_left(&ring->uring) < 2)
+			return -EBUSY;
+	}
+	struct io_uring_sqe *sqe = ring_op_begin(ring, connect_op, RING_OP_CONNECT);
+	ENG_ASSERT(sqe != NULL);
+	io_uring_prep_connect(sqe, fd, addr, addr_len);
+	sqe->flags |= IOSQE_IO_LINK;
+	ring_op_commit(sqe, connect_op);
+	sqe = ring_op_begin(ring, timeout_op, RING_OP_LINK_TIMEOUT);
+	ENG_ASSERT(sqe != NULL);
+	timeout_op->ts.tv_sec = (int64_t)(timeout_ns / 1000000000ull);
+	timeout_op->ts.tv_nsec = (int64_t)(timeout_ns % 1000000000ull);
+	io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)(void *)&timeout_op->ts, 0);
+	ring_op_commit(sqe, timeout_op);
+	return 0;
+}
+
+int
 ring_prep_poll_add(struct ring *ring, struct ring_op *op, int fd, uint32_t poll_mask)
 {
 	ENG_ASSERT(fd >= 0);
@@ -643,6 +692,13 @@ ring_check_overflow(struct ring *ring)
 	unsigned overflow = *ring->uring.cq.koverflow;
 	if (overflow != ring->stats.cq_overflows)
 		ring->stats.cq_overflows = overflow;
+}
+
+int
+ring_submit(struct ring *ring)
+{
+	ENG_ASSERT(ring != NULL);
+	return ring_submit_pending(ring);
 }
 
 int

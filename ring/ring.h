@@ -34,6 +34,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+struct msghdr;
 struct ring;
 struct ring_op;
 struct sockaddr;
@@ -67,6 +68,8 @@ enum ring_op_kind {
 	RING_OP_CLOSE,
 	RING_OP_POLL,
 	RING_OP_POLL_REMOVE,
+	RING_OP_SENDMSG,
+	RING_OP_LINK_TIMEOUT,
 	RING_OP_KIND_COUNT,
 };
 
@@ -158,6 +161,11 @@ void ring_unregister_buffers(struct ring *ring, uint16_t first_index, uint32_t c
  */
 int ring_run_once(struct ring *ring, uint64_t timeout_ns);
 
+/* Submit what is prepared now, without waiting or reaping: for an op that
+ * must not wait for the end of the turn (a cross-ring report). Safe inside
+ * a callback. Returns the number submitted or -errno. */
+int ring_submit(struct ring *ring);
+
 /* Preparation. Each takes a caller-owned op with callback and ctx set and
  * returns 0 (queued for the next submit) or -errno. The op, and every
  * buffer it names, is owned by the ring until its callback runs. */
@@ -194,6 +202,26 @@ int ring_prep_accept(struct ring *ring, struct ring_op *op, int fd, struct socka
 int ring_prep_connect(struct ring *ring, struct ring_op *op, int fd, const struct sockaddr *addr,
 		      uint32_t addr_len);
 int ring_prep_close(struct ring *ring, struct ring_op *op, int fd);
+/*
+ * sendmsg(2) through the ring. msg, its iovecs and the bytes they name are
+ * owned by the ring until the callback runs. op->len is the total iovec
+ * length. A count below op->len is success, not an error, even with
+ * MSG_WAITALL (an error after partial progress reports the partial count):
+ * the caller sends the rest (liburing#78).
+ */
+int ring_prep_sendmsg(struct ring *ring, struct ring_op *op, int fd, const struct msghdr *msg,
+		      int flags);
+/*
+ * connect(2) with a deadline: connect_op linked to timeout_op
+ * (IORING_OP_LINK_TIMEOUT), both queued in the same submission. Both ops
+ * complete, in either order. connect_op: 0, -errno, or -ECANCELED when the
+ * deadline passed first (or it was cancelled). timeout_op: -ETIME when it
+ * fired, otherwise -ECANCELED (the connect finished first). addr is read at
+ * submit time: keep it valid until connect_op's callback.
+ */
+int ring_prep_connect_timeout(struct ring *ring, struct ring_op *connect_op,
+			      struct ring_op *timeout_op, int fd, const struct sockaddr *addr,
+			      uint32_t addr_len, uint64_t timeout_ns);
 /*
  * One-shot poll: completes once with the ready events (a poll(2) mask, > 0)
  * when fd has any of poll_mask, or -ECANCELED when removed. The kernel holds

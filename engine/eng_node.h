@@ -1,0 +1,103 @@
+/*
+ * eng_node.h - the daemon's shape: one pinned thread per shard, each with
+ * its own ring and its own spool, joined by the ring/ mailbox mesh.
+ *
+ * Start-up (eng_node_start): every shard thread pins itself, creates its
+ * ring (SINGLE_ISSUER binds it to that thread), opens and recovers its
+ * spool, and reports ready or a one-line error. Recovered recipients are
+ * counted by the shard that owns their domain (eng_domain_owner), which is
+ * where delivery will run.
+ *
+ * Control: the main thread owns a small ring of its own and talks to the
+ * shards only with IORING_OP_MSG_RING CQEs posted to each shard's control
+ * op: STOP (drain commits, close the spool, leave the loop) and RELOAD
+ * (adopt the configuration published in node->config; the old one is freed
+ * by the main thread once every shard has acknowledged the new one, so no
+ * shard ever reads freed memory and no lock is taken on the hot path).
+ *
+ * Ownership: the node owns the shards, the mesh and the configurations.
+ */
+#ifndef ENG_NODE_H
+#define ENG_NODE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eng_config.h"
+#include "ring/ring.h"
+#include "spool/spool.h"
+
+struct ring_mailbox_mesh;
+struct eng_node;
+
+enum eng_shard_state {
+	ENG_SHARD_STARTING = 0,
+	ENG_SHARD_RUNNING,
+	ENG_SHARD_FAILED,
+	ENG_SHARD_STOPPED,
+};
+
+enum eng_control {
+	ENG_CONTROL_STOP = 1,
+	ENG_CONTROL_RELOAD = 2,
+};
+
+struct eng_shard_stats {
+	uint64_t recovered_recipients;	/* found live in this shard's spool */
+	uint64_t owned_recipients;	/* recovered anywhere, owned here */
+	uint64_t recovered_messages;
+	uint64_t recovery_ns;
+	uint64_t corrupt_spans;
+};
+
+struct eng_shard {
+	struct eng_node *node;
+	uint32_t index;
+	int cpu;
+	pthread_t thread;
+	bool thread_started;
+	struct ring *ring;
+	struct spool *spool;
+	struct ring_op control_op;
+	_Atomic int state; /* enum eng_shard_state */
+	_Atomic int ring_fd;
+	_Atomic bool silent_failure; /* failed before its ring existed */
+	bool stop;
+	const struct eng_config *config; /* adopted by this shard */
+	_Atomic uint64_t config_generation;
+	struct eng_shard_stats stats;
+	char err[ENG_CONFIG_ERROR_SIZE];
+};
+
+struct eng_node {
+	struct eng_config *config;	  /* published; read by shards on RELOAD */
+	_Atomic uint64_t config_generation;
+	struct eng_config *config_retired; /* freed once every shard adopted */
+	uint32_t shard_count;
+	struct eng_shard *shards;
+	struct ring_mailbox_mesh *mesh;
+	struct ring *control_ring;	  /* main thread only */
+	_Atomic uint64_t owned_recipients[ENG_CONFIG_SHARDS_MAX];
+};
+
+/* Which shard owns a destination domain: FNV-1a of the lowercased name. */
+uint32_t eng_domain_owner(const char *domain, size_t len, uint32_t shard_count);
+
+/*
+ * Start every shard on config (which the node takes over). Blocks until
+ * all are running or one failed. Returns 0, or -errno with one line in err
+ * (the failing shard's message); on failure everything started is stopped.
+ */
+int eng_node_start(struct eng_node *node, struct eng_config *config, char *err, size_t err_size)
+	__attribute__((warn_unused_result));
+
+/* Publish a new configuration (the node takes it over) and wait until every
+ * shard adopted it; the previous one is freed. */
+int eng_node_reload(struct eng_node *node, struct eng_config *config);
+
+/* STOP every shard, join the threads, free everything. */
+void eng_node_stop(struct eng_node *node);
+
+#endif /* ENG_NODE_H */
