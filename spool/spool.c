@@ -234,7 +234,7 @@ spool_journal_reclaim(struct spool *sp)
 		if (spool_log_segment_is_busy(sp->journal_log, js->id))
 			continue;
 		js->deleting = true;
-		if (spool_log_delete_segment(sp->journal_log, js->id, spool_journal_deleted, sp) < 0)
+		if (spool_log_recycle_segment(sp->journal_log, js->id, spool_journal_deleted, sp) < 0)
 			js->deleting = false;
 	}
 }
@@ -259,7 +259,7 @@ spool_msg_maybe_delete(struct spool *sp, struct spool_msg_seg *seg)
 	seg->deleting = true;
 	/* No read may open or reuse the file from here on. */
 	spool_reader_forget_segment(sp->reader, seg->id);
-	if (spool_log_delete_segment(sp->msg_log, seg->id, spool_msg_deleted, sp) < 0)
+	if (spool_log_recycle_segment(sp->msg_log, seg->id, spool_msg_deleted, sp) < 0)
 		seg->deleting = false;
 }
 
@@ -557,7 +557,7 @@ spool_make_dirs(struct spool *sp, char *err, size_t err_size)
 
 static struct spool_log *
 spool_open_log(struct spool *sp, const char *dir, uint64_t segment_size, uint32_t record_max,
-	       uint64_t first_id, char *err, size_t err_size)
+	       uint64_t first_id, uint64_t reserve, char *err, size_t err_size)
 {
 	struct spool_log_config lc = {
 		.dir = dir,
@@ -570,6 +570,7 @@ spool_open_log(struct spool *sp, const char *dir, uint64_t segment_size, uint32_
 		.use_fdatasync = sp->cfg.use_fdatasync,
 		.first_segment_id = first_id,
 		.allow_volatile = sp->cfg.allow_volatile,
+		.free_space_reserve = reserve,
 	};
 	return spool_log_create(sp->ring, &lc, err, err_size);
 }
@@ -638,14 +639,16 @@ spool_open(struct ring *ring, const struct spool_config *cfg, spool_recover_fn *
 		spool_close(sp);
 		return NULL;
 	}
+	/* The journal may dig into the reserve: outcomes are what free space. */
 	sp->msg_log = spool_open_log(sp, sp->msg_dir, cfg->segment_size, spool_record_max(cfg),
-				     max_id + 1, err, err_size);
+				     max_id + 1, cfg->free_space_reserve, err, err_size);
 	if (sp->msg_log == NULL) {
 		spool_close(sp);
 		return NULL;
 	}
 	sp->journal_log = spool_open_log(sp, sp->journal_dir, cfg->journal_segment_size,
-					 SPOOL_OUTCOME_RECORD_SIZE, max_id + 1, err, err_size);
+					 SPOOL_OUTCOME_RECORD_SIZE, max_id + 1,
+					 cfg->free_space_reserve / 4, err, err_size);
 	if (sp->journal_log == NULL) {
 		spool_close(sp);
 		return NULL;

@@ -25,6 +25,7 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -36,6 +37,7 @@
 #define SPOOL_RESUBMITS_MAX 64u
 #define SPOOL_PAD_RESERVE (SPOOL_BLOCK_SIZE + SPOOL_RECORD_HEADER_SIZE)
 #define SPOOL_PREP_RETRY_NS (1000ull * 1000ull * 1000ull)
+#define SPOOL_SPARES_MAX 4u
 
 _Static_assert(SPOOL_BLOCK_SIZE % SPOOL_RECORD_ALIGN == 0, "block holds whole alignment units");
 
@@ -111,6 +113,9 @@ struct spool_log {
 	bool buffers_registered;
 	bool hooked;
 	bool closing;
+	uint32_t recycling; /* renamed segments waiting for their directory sync */
+	bool below_reserve; /* the last segment creation was held back by the reserve */
+	uint32_t unlinks_in_flight; /* deletions and recycles waiting for a sync */
 	/* Segments. */
 	struct spool_seg *active;
 	struct spool_seg *ready_head;
@@ -286,11 +291,28 @@ spool_prep_zero_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 }
 
 /* Start preparing one segment: open, fallocate, then zero it on the ring. */
+/* A new segment must leave the free-space reserve intact. */
+static bool
+spool_prep_has_room(struct spool_log *log)
+{
+	struct statvfs st;
+	if (log->cfg.free_space_reserve == 0 || statvfs(log->dir, &st) != 0)
+		return true;
+	uint64_t free_bytes = (uint64_t)st.f_bavail * (uint64_t)st.f_frsize;
+	return free_bytes >= log->cfg.free_space_reserve + log->cfg.segment_size;
+}
+
 static void
 spool_prep_start(struct spool_log *log)
 {
 	char path[PATH_MAX];
 	ENG_ASSERT(log->preparing == NULL);
+	log->below_reserve = !spool_prep_has_room(log);
+	if (log->below_reserve) {
+		log->prep_error = -ENOSPC;
+		log->prep_retry_at_ns = eng_now_monotonic_ns() + SPOOL_PREP_RETRY_NS;
+		return;
+	}
 	struct spool_seg *seg = calloc(1, sizeof(*seg));
 	if (seg == NULL)
 		return;
@@ -512,7 +534,9 @@ spool_log_flush(struct spool_log *log)
 	struct spool_slot *slot = &log->slots[log->fill_index];
 	if (slot->state == SPOOL_SLOT_FILLING && slot->used > 0)
 		spool_slot_submit(log, slot);
-	bool want_more = log->ready_count < log->cfg.ready_segments || log->active == NULL;
+	/* The pool, plus one to become active when there is none. */
+	uint32_t wanted = log->cfg.ready_segments + (log->active == NULL ? 1u : 0u);
+	bool want_more = log->ready_count + log->recycling < wanted;
 	if (want_more && log->preparing == NULL && !log->closing &&
 	    eng_now_monotonic_ns() >= log->prep_retry_at_ns)
 		spool_prep_start(log);
@@ -679,7 +703,6 @@ spool_log_append(struct spool_log *log, struct spool_append *op)
 		return -EMSGSIZE;
 	op->record_size = size;
 	op->next = NULL;
-	op->queued_ns = eng_now_monotonic_ns();
 	if (log->pending_tail != NULL)
 		log->pending_tail->next = op;
 	else
@@ -833,6 +856,8 @@ spool_log_create(struct ring *ring, const struct spool_log_config *cfg, char *er
 	/* Start-up: wait for the first segment (bounded by the prep retry). */
 	for (uint32_t turns = 0; log->ready_count == 0; turns++) {
 		spool_log_flush(log);
+		if (log->prep_error == -ENOSPC && log->below_reserve)
+			break; /* start anyway: segments come when space does */
 		if (log->prep_error < 0 && log->preparing == NULL) {
 			snprintf(err, err_size, "spool %s: cannot create a segment: %s", log->dir,
 				 strerror(-log->prep_error));
@@ -853,7 +878,7 @@ spool_log_destroy(struct spool_log *log)
 	/* The caller stops the loop first; drain what is in flight. */
 	log->closing = true;
 	for (uint32_t turns = 0; turns < 100000; turns++) {
-		bool busy = log->preparing != NULL;
+		bool busy = log->preparing != NULL || log->unlinks_in_flight > 0;
 		for (uint32_t i = 0; i < log->cfg.commit_slots; i++)
 			busy = busy || log->slots[i].state == SPOOL_SLOT_WRITING ||
 			       log->slots[i].state == SPOOL_SLOT_SYNCING;
@@ -943,19 +968,116 @@ spool_log_segment_is_busy(const struct spool_log *log, uint64_t segment_id)
 
 struct spool_delete {
 	struct ring_op op;
+	struct spool_log *log;
 	uint64_t segment_id;
+	struct spool_seg *recycled; /* the file under its new id, or NULL */
 	spool_delete_done_fn *done_fn;
 	void *ctx;
 };
+
+/* A recycled file joins the ready pool only once its new name is durable:
+ * a crash before that leaves it under its old name, whose records the
+ * journal still marks final. */
+static void
+spool_recycle_ready(struct spool_log *log, struct spool_seg *seg, int32_t res)
+{
+	char path[PATH_MAX];
+	ENG_ASSERT(log->recycling > 0);
+	log->recycling--;
+	if (res < 0 || log->closing) {
+		spool_log_segment_path(log->dir, seg->id, path, sizeof(path));
+		(void)unlink(path);
+		spool_seg_free(seg);
+		return;
+	}
+	seg->state = SPOOL_SEG_READY;
+	struct spool_seg **tail = &log->ready_head;
+	while (*tail != NULL)
+		tail = &(*tail)->next;
+	seg->next = NULL;
+	*tail = seg;
+	log->ready_count++;
+	log->stats.segments_recycled++;
+}
 
 static void
 spool_delete_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 {
 	struct spool_delete *del = ENG_CONTAINER_OF(op, struct spool_delete, op);
 	(void)cqe_flags;
+	ENG_ASSERT(del->log->unlinks_in_flight > 0);
+	del->log->unlinks_in_flight--;
+	if (del->recycled != NULL)
+		spool_recycle_ready(del->log, del->recycled, res);
 	if (del->done_fn != NULL)
 		del->done_fn(del->ctx, del->segment_id, res);
 	free(del);
+}
+
+/* Rename the file to a fresh id and open it; NULL when that fails. */
+static struct spool_seg *
+spool_recycle_rename(struct spool_log *log, uint64_t segment_id)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	struct spool_seg *seg = calloc(1, sizeof(*seg));
+	if (seg == NULL)
+		return NULL;
+	seg->log = log;
+	seg->id = spool_next_segment_id(log);
+	seg->state = SPOOL_SEG_PREPARING;
+	spool_log_segment_path(log->dir, segment_id, from, sizeof(from));
+	spool_log_segment_path(log->dir, seg->id, to, sizeof(to));
+	struct stat st;
+	seg->fd = open(from, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (seg->fd < 0 || fstat(seg->fd, &st) != 0 ||
+	    (uint64_t)st.st_size != log->cfg.segment_size || rename(from, to) != 0) {
+		spool_seg_free(seg); /* a size from an older config: delete instead */
+		return NULL;
+	}
+	return seg;
+}
+
+/* Start recycling segment_id now (rename, directory sync). */
+static int
+spool_recycle_start(struct spool_log *log, uint64_t segment_id, spool_delete_done_fn *done_fn,
+		    void *ctx)
+{
+	ENG_ASSERT(segment_id != 0);
+	struct spool_delete *del = calloc(1, sizeof(*del));
+	if (del == NULL)
+		return -ENOMEM;
+	del->recycled = spool_recycle_rename(log, segment_id);
+	if (del->recycled == NULL) {
+		free(del);
+		return spool_log_delete_segment(log, segment_id, done_fn, ctx);
+	}
+	log->recycling++;
+	log->unlinks_in_flight++;
+	del->log = log;
+	del->segment_id = segment_id;
+	del->done_fn = done_fn;
+	del->ctx = ctx;
+	del->op.callback = spool_delete_synced;
+	del->op.ctx = del;
+	del->op.tag = SPOOL_TAG_DELETE;
+	int ret = ring_prep_fsync(log->ring, &del->op, log->dir_fd, false);
+	ENG_ASSERT(ret == 0);
+	return 0;
+}
+
+int
+spool_log_recycle_segment(struct spool_log *log, uint64_t segment_id,
+			  spool_delete_done_fn *done_fn, void *ctx)
+{
+	ENG_ASSERT(segment_id != 0);
+	ENG_ASSERT(!spool_log_segment_is_busy(log, segment_id));
+	uint32_t pool = log->ready_count + log->recycling + (log->preparing != NULL ? 1u : 0u);
+	uint32_t wanted = log->cfg.ready_segments + (log->active == NULL ? 1u : 0u);
+	/* Keep up to SPOOL_SPARES_MAX files beyond the pool: a spare costs a
+	 * rename where a new segment costs writing it full of zeros. */
+	if (log->closing || pool >= wanted + SPOOL_SPARES_MAX)
+		return spool_log_delete_segment(log, segment_id, done_fn, ctx);
+	return spool_recycle_start(log, segment_id, done_fn, ctx);
 }
 
 int
@@ -977,6 +1099,8 @@ spool_log_delete_segment(struct spool_log *log, uint64_t segment_id, spool_delet
 		return -e;
 	}
 	log->stats.segments_deleted++;
+	log->unlinks_in_flight++;
+	del->log = log;
 	del->segment_id = segment_id;
 	del->done_fn = done_fn;
 	del->ctx = ctx;

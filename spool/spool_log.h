@@ -68,7 +68,6 @@ struct spool_append {
 	uint32_t record_size;
 	/* Private. */
 	struct spool_append *next;
-	uint64_t queued_ns;
 };
 
 struct spool_log_config {
@@ -82,6 +81,7 @@ struct spool_log_config {
 	bool use_fdatasync;	  /* write + fdatasync instead of RWF_DSYNC */
 	uint64_t first_segment_id; /* ids allocated from max(this, clock) */
 	bool allow_volatile;	   /* accept tmpfs/ramfs (tests only) */
+	uint64_t free_space_reserve; /* no new segment below this much free space */
 };
 
 /* Called for every append just before its own callback, with the same
@@ -102,6 +102,7 @@ struct spool_log_stats {
 	uint64_t failures;
 	uint64_t segments_created;
 	uint64_t segments_deleted;
+	uint64_t segments_recycled;
 };
 
 /* Create a log on ring. Sets err and returns NULL on failure (directory
@@ -141,6 +142,17 @@ bool spool_log_segment_is_busy(const struct spool_log *log, uint64_t segment_id)
 typedef void spool_delete_done_fn(void *ctx, uint64_t segment_id, int32_t res);
 int spool_log_delete_segment(struct spool_log *log, uint64_t segment_id,
 			     spool_delete_done_fn *done_fn, void *ctx)
+	__attribute__((warn_unused_result));
+
+/* Reclaim a closed segment by recycling its file into the ready pool
+ * under a new id (rename, then directory fsync): no re-zeroing, so a
+ * spool in steady state writes each byte once. The old records stay in
+ * the file but carry the old segment id, so recovery never takes them for
+ * the new segment's (they fail the place check and end its log). Falls
+ * back to deletion when the pool is full. done_fn as for deletion: the
+ * old id is durably gone. */
+int spool_log_recycle_segment(struct spool_log *log, uint64_t segment_id,
+			      spool_delete_done_fn *done_fn, void *ctx)
 	__attribute__((warn_unused_result));
 
 /* Segment file path helpers (no allocation; out must hold PATH_MAX). */

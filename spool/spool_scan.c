@@ -164,6 +164,25 @@ spool_resync(const uint8_t *buf, size_t len, uint64_t segment_id, uint16_t shard
 	return false;
 }
 
+/* True if a record with a good CRC but another segment id or place lies
+ * at or after from: the file was recycled and this is its old content. */
+static bool
+spool_has_stale_record(const uint8_t *buf, size_t len, size_t from)
+{
+	ENG_ASSERT(from % SPOOL_RECORD_ALIGN == 0);
+	ENG_ASSERT(from <= len);
+	for (size_t off = from; off + SPOOL_RECORD_HEADER_SIZE <= len; off += SPOOL_RECORD_ALIGN) {
+		uint32_t magic;
+		memcpy(&magic, buf + off, sizeof(magic));
+		if (magic != SPOOL_RECORD_MAGIC)
+			continue;
+		struct spool_record_header hdr;
+		if (spool_record_check(buf + off, len - off, NULL, &hdr) == SPOOL_DECODE_OK)
+			return true;
+	}
+	return false;
+}
+
 struct spool_walk {
 	const uint8_t *buf;
 	size_t len;
@@ -204,8 +223,11 @@ spool_walk_invalid(struct spool_walk *w, size_t off, enum spool_decode_result wh
 	if (!spool_resync(w->buf, w->len, w->segment_id, w->shard, off + SPOOL_RECORD_ALIGN,
 			  &found, &hdr)) {
 		*next = w->len;
-		/* Zeros to the end: the clean end of the log. */
+		/* Zeros to the end: the clean end of the log. Records of the
+		 * file's previous life (a recycled segment): the clean end too. */
 		if (why == SPOOL_DECODE_ZERO && spool_bytes_are_zero(w->buf + off, w->len - off))
+			return 0;
+		if (spool_has_stale_record(w->buf, w->len, off))
 			return 0;
 		size_t end = off;
 		while (end < w->len && !spool_bytes_are_zero(w->buf + end,
