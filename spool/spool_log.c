@@ -1037,6 +1037,26 @@ spool_recycle_rename(struct spool_log *log, uint64_t segment_id)
 	return seg;
 }
 
+/* The directory sync that makes an unlink or a rename durable; done_fn
+ * runs after it. */
+static void
+spool_delete_sync_dir(struct spool_log *log, struct spool_delete *del, uint64_t segment_id,
+		      spool_delete_done_fn *done_fn, void *ctx)
+{
+	ENG_ASSERT(del != NULL);
+	ENG_ASSERT(segment_id != 0);
+	log->unlinks_in_flight++;
+	del->log = log;
+	del->segment_id = segment_id;
+	del->done_fn = done_fn;
+	del->ctx = ctx;
+	del->op.callback = spool_delete_synced;
+	del->op.ctx = del;
+	del->op.tag = SPOOL_TAG_DELETE;
+	int ret = ring_prep_fsync(log->ring, &del->op, log->dir_fd, false);
+	ENG_ASSERT(ret == 0);
+}
+
 /* Start recycling segment_id now (rename, directory sync). */
 static int
 spool_recycle_start(struct spool_log *log, uint64_t segment_id, spool_delete_done_fn *done_fn,
@@ -1052,16 +1072,7 @@ spool_recycle_start(struct spool_log *log, uint64_t segment_id, spool_delete_don
 		return spool_log_delete_segment(log, segment_id, done_fn, ctx);
 	}
 	log->recycling++;
-	log->unlinks_in_flight++;
-	del->log = log;
-	del->segment_id = segment_id;
-	del->done_fn = done_fn;
-	del->ctx = ctx;
-	del->op.callback = spool_delete_synced;
-	del->op.ctx = del;
-	del->op.tag = SPOOL_TAG_DELETE;
-	int ret = ring_prep_fsync(log->ring, &del->op, log->dir_fd, false);
-	ENG_ASSERT(ret == 0);
+	spool_delete_sync_dir(log, del, segment_id, done_fn, ctx);
 	return 0;
 }
 
@@ -1099,15 +1110,6 @@ spool_log_delete_segment(struct spool_log *log, uint64_t segment_id, spool_delet
 		return -e;
 	}
 	log->stats.segments_deleted++;
-	log->unlinks_in_flight++;
-	del->log = log;
-	del->segment_id = segment_id;
-	del->done_fn = done_fn;
-	del->ctx = ctx;
-	del->op.callback = spool_delete_synced;
-	del->op.ctx = del;
-	del->op.tag = SPOOL_TAG_DELETE;
-	int ret = ring_prep_fsync(log->ring, &del->op, log->dir_fd, false);
-	ENG_ASSERT(ret == 0);
+	spool_delete_sync_dir(log, del, segment_id, done_fn, ctx);
 	return 0;
 }
