@@ -19,6 +19,11 @@
  * (docs/spool-format.md 4.1). Shards are 0..255: a queue id holds the
  * shard in two hex digits (docs/spool-format.md 3).
  *
+ * The one exception is load (tool_cmd_load.c): it writes synthetic
+ * messages into an offline spool through the real spool code, to pre-load
+ * a spool for tests and the delivery benchmark. It never touches a message
+ * that is already there (new records go to new segments).
+ *
  * Exit statuses: TOOL_EXIT_OK, TOOL_EXIT_ERROR (missing spool, unknown
  * queue id, I/O error), TOOL_EXIT_CORRUPT (verify found corruption),
  * TOOL_EXIT_USAGE (sysexits.h EX_USAGE).
@@ -44,12 +49,27 @@ enum tool_exit {
 #define TOOL_SHARDS_MAX 256u
 #define TOOL_ERR_SIZE 512u
 
+/* load's options (tool_cmd_load.c); set only with the load command. */
+struct tool_load_options {
+	uint32_t shards;	   /* 1..TOOL_SHARDS_MAX, default 1 */
+	uint64_t count;		   /* messages, default 1000 */
+	uint32_t size;		   /* approximate wire body bytes, default 5120 */
+	uint32_t domains;	   /* d0.test .. d{domains-1}.test, default 1 */
+	double zipf;		   /* exponent s; 0: uniform (default) */
+	uint32_t recipients;	   /* per message, all in one domain, default 1 */
+	const char *sender;	   /* default loader@load.test */
+	uint64_t seed;		   /* default 1 */
+	uint64_t segment_size;	   /* message segments; 0: the spool default */
+	bool any_set;		   /* some load option was given */
+};
+
 struct tool_options {
 	const char *spool_dir;
 	int32_t shard;	/* -1: every shard folder */
 	bool json;
 	const char *command;
 	const char *arg; /* show: the queue id */
+	struct tool_load_options load;
 };
 
 /* Shard folders to read, ascending. */
@@ -94,5 +114,25 @@ int tool_cmd_ls(const struct tool_options *opt, const struct tool_shard_list *li
 int tool_cmd_show(const struct tool_options *opt, const struct tool_shard_list *list);
 int tool_cmd_stats(const struct tool_options *opt, const struct tool_shard_list *list);
 int tool_cmd_verify(const struct tool_options *opt, const struct tool_shard_list *list);
+/* load writes; list is unused (it may name no shard: the spool may not
+ * exist yet). */
+int tool_cmd_load(const struct tool_options *opt, const struct tool_shard_list *list);
+
+/* Defaults of load's options (tool_cmd_load.c). */
+void tool_load_options_defaults(struct tool_load_options *load);
+/*
+ * Parse one load option (getopt's long name and optarg) into load.
+ * Returns false on a bad value, with one clear line in err.
+ */
+bool tool_load_option_parse(struct tool_load_options *load, const char *name, const char *value,
+			    char *err, size_t err_size) __attribute__((warn_unused_result));
+
+/*
+ * The shard that owns a domain: FNV-1a (32-bit) of the domain, ASCII
+ * lowercased, modulo shard_count. The same rule as the daemon's
+ * eng_domain_owner (engine/eng_node.c), which tools do not link; a test
+ * checks that both agree. domain is (ptr, len), not NUL-terminated.
+ */
+uint32_t tool_domain_owner(const char *domain, size_t len, uint32_t shard_count);
 
 #endif /* TOOL_SPOOL_H */
