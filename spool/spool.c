@@ -243,7 +243,8 @@ static void
 spool_msg_deleted(void *ctx, uint64_t segment_id, int32_t res)
 {
 	struct spool *sp = ctx;
-	(void)res;
+	if (res < 0)
+		return; /* not durably gone: keep it listed and its journals kept */
 	/* Only now (unlink durable) may journals referencing it go. */
 	spool_msg_seg_remove(sp, segment_id);
 	spool_journal_reclaim(sp);

@@ -1007,6 +1007,11 @@ spool_delete_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	(void)cqe_flags;
 	ENG_ASSERT(del->log->unlinks_in_flight > 0);
 	del->log->unlinks_in_flight--;
+	if (res < 0) {
+		/* The unlink or rename may not be durable: a crash could bring the
+		 * old file back while its journal goes. Stop acknowledging. */
+		spool_log_set_error(del->log, res);
+	}
 	if (del->recycled != NULL)
 		spool_recycle_ready(del->log, del->recycled, res);
 	if (del->done_fn != NULL)
