@@ -9,11 +9,14 @@
  * CRC of a followed by b.
  *
  * On x86-64 the SSE4.2 crc32 instruction is used when the CPU has it
- * (checked at run time, __builtin_cpu_supports); everywhere else a portable
- * slicing-by-8 table is used. Both give the same value; the tests check it.
+ * (checked at run time, __builtin_cpu_supports), on three interleaved
+ * streams joined with PCLMULQDQ for inputs of 96 bytes or more when the CPU
+ * also has that; everywhere else a portable slicing-by-8 table is used.
+ * All give the same value; the tests check it.
  *
  * Thread safety: all functions may be called from any thread. The software
- * tables are built once (pthread_once) on first use.
+ * tables and the hardware shift constants are built once (pthread_once) on
+ * first use.
  * Ownership: data is borrowed until return and never written.
  */
 #ifndef SPOOL_CRC32C_H

@@ -295,6 +295,96 @@ Test(spool_crc32c, hardware_matches_software_on_random_buffers)
 	free(buf);
 }
 
+/*
+ * Long inputs take the three-stream path (three chains joined with
+ * PCLMULQDQ, 96 bytes and up). These values come from a bitwise
+ * CRC-32C written independently of spool_crc32c.c (Python, one bit at a
+ * time): pattern byte i is (i * 131 + 7) mod 256.
+ */
+Test(spool_crc32c, known_vectors_long_inputs)
+{
+	static const struct {
+		uint32_t len;
+		uint32_t crc_pattern;
+		uint32_t crc_zeros;
+	} cases[] = {
+		{96, 0x01693014u, 0x51F204ABu},	    {1024, 0xF2F88DC3u, 0xEEAEDE7Cu},
+		{4096, 0xE6ADC5B2u, 0x98F94189u},   {12345, 0x548F1F86u, 0x6D477B57u},
+		{24653, 0x307157F2u, 0xADD4A828u},
+	};
+	enum { BUF_SIZE = 24653 + 8 };
+	uint8_t *pattern = xmalloc(BUF_SIZE);
+	uint8_t *zeros = calloc(1, BUF_SIZE);
+	cr_assert_not_null(zeros);
+	for (size_t i = 0; i < BUF_SIZE; i++) pattern[i] = (uint8_t)(i * 131u + 7u);
+	crc_fn *const fns[] = {spool_crc32c, spool_crc32c_sw, spool_crc32c_hw};
+	size_t fn_count = spool_crc32c_hw_is_available() ? 3 : 2;
+	for (size_t f = 0; f < fn_count; f++) {
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			cr_assert_eq(fns[f](0, pattern, cases[i].len), cases[i].crc_pattern,
+				     "fn %zu pattern %u", f, cases[i].len);
+			cr_assert_eq(fns[f](0, zeros, cases[i].len), cases[i].crc_zeros,
+				     "fn %zu zeros %u", f, cases[i].len);
+		}
+	}
+	free(zeros);
+	free(pattern);
+}
+
+/* Every length across the one-chain / three-stream boundary and the
+ * stream-size cap (4 KiB a stream), each at two random alignments and with
+ * a random starting CRC. */
+Test(spool_crc32c, hardware_matches_software_every_length_to_5000)
+{
+	if (!spool_crc32c_hw_is_available()) cr_skip_test("no SSE4.2 CRC32 on this CPU");
+	enum { LEN_MAX = 5000, OFF_MAX = 64 };
+	uint8_t *buf = xmalloc(LEN_MAX + OFF_MAX);
+	uint64_t state = 0xc0ffee;
+	rng_fill(&state, buf, LEN_MAX + OFF_MAX);
+	unsigned mismatches = 0;
+	for (size_t len = 0; len <= LEN_MAX; len++) {
+		for (int k = 0; k < 2; k++) {
+			size_t off = rng_next(&state) % OFF_MAX;
+			uint32_t seed = k == 0 ? 0 : (uint32_t)rng_next(&state);
+			uint32_t sw = spool_crc32c_sw(seed, buf + off, len);
+			if (spool_crc32c_hw(seed, buf + off, len) != sw) mismatches++;
+			if (spool_crc32c(seed, buf + off, len) != sw) mismatches++;
+		}
+	}
+	cr_assert_eq(mismatches, 0u);
+	free(buf);
+}
+
+static void
+crc_expect_large_buffer(size_t size, uint64_t seed)
+{
+	uint8_t *buf = xmalloc(size + 8);
+	uint64_t state = seed;
+	rng_fill(&state, buf, size + 8);
+	size_t off = rng_next(&state) % 8;
+	uint32_t sw = spool_crc32c_sw(0, buf + off, size);
+	cr_assert_eq(spool_crc32c(0, buf + off, size), sw, "dispatch %zu", size);
+	cr_assert_eq(spool_crc32c_hw(0, buf + off, size), sw, "hw %zu", size);
+	/* Continuing at a random cut gives the same value. */
+	size_t cut = rng_next(&state) % size;
+	uint32_t c = spool_crc32c_hw(0, buf + off, cut);
+	cr_assert_eq(spool_crc32c_hw(c, buf + off + cut, size - cut), sw, "cut %zu", cut);
+	free(buf);
+}
+
+Test(spool_crc32c, hardware_matches_software_1_mib)
+{
+	if (!spool_crc32c_hw_is_available()) cr_skip_test("no SSE4.2 CRC32 on this CPU");
+	crc_expect_large_buffer((size_t)1 << 20, 0x1111);
+	crc_expect_large_buffer(((size_t)1 << 20) + 13, 0x2222);
+}
+
+Test(spool_crc32c, hardware_matches_software_64_mib)
+{
+	if (!spool_crc32c_hw_is_available()) cr_skip_test("no SSE4.2 CRC32 on this CPU");
+	crc_expect_large_buffer((size_t)64 << 20, 0x6464);
+}
+
 Test(spool_crc32c, null_data_with_length_aborts, .signal = SIGABRT)
 {
 	(void)spool_crc32c(0, NULL, 5);
