@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "eng_common.h"
+#include "eng_deliver.h"
 #include "ring/ring_mailbox.h"
 
 #define ENG_MAILBOX_CAPACITY 4096u
@@ -79,7 +80,11 @@ eng_shard_control(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	eng_shard_report(shard, ENG_REPORT_RELOADED);
 }
 
-/* Recovery hands every live recipient here: count it for its owner. */
+/*
+ * Recovery hands every live recipient here: count it for its owner and
+ * queue it for delivery. XXX: this shard delivers it; the hand-off to the
+ * owner shard through the mailbox is the next step (docs/engine.md).
+ */
 static void
 eng_shard_recovered(void *ctx, const struct spool_recovered *rcpt)
 {
@@ -91,6 +96,7 @@ eng_shard_recovered(void *ctx, const struct spool_recovered *rcpt)
 					  shard->node->shard_count);
 	atomic_fetch_add(&shard->node->owned_recipients[owner], 1);
 	shard->stats.recovered_recipients++;
+	eng_deliver_recovered(shard->deliver, rcpt);
 }
 
 static void
@@ -114,6 +120,12 @@ eng_shard_open(struct eng_shard *shard)
 	atomic_store(&shard->ring_fd, ring_fd(shard->ring));
 	ring_op_msg_target_init(&shard->control_op, eng_shard_control, shard);
 	ring_mailbox_attach(shard->node->mesh, shard->index, shard->ring);
+	/* Before the spool: recovery hands its recipients to delivery. */
+	shard->deliver =
+		eng_deliver_create(shard->ring, &shard->config, &shard->node->connection_limit,
+				   shard->index, shard->err, sizeof(shard->err));
+	if (shard->deliver == NULL)
+		return -EIO;
 	struct spool_config sc;
 	eng_config_spool(shard->config, (uint16_t)shard->index, &sc);
 	struct spool_recovery_stats rs;
@@ -121,6 +133,7 @@ eng_shard_open(struct eng_shard *shard)
 				  sizeof(shard->err));
 	if (shard->spool == NULL)
 		return -EIO;
+	eng_deliver_attach_spool(shard->deliver, shard->spool);
 	shard->stats.recovered_messages = rs.messages;
 	shard->stats.recovery_ns = rs.duration_ns;
 	shard->stats.corrupt_spans = rs.corrupt_spans;
@@ -133,6 +146,8 @@ eng_shard_main(void *arg)
 	struct eng_shard *shard = arg;
 	eng_shard_pin(shard);
 	if (eng_shard_open(shard) < 0) {
+		eng_deliver_destroy(shard->deliver);
+		shard->deliver = NULL;
 		atomic_store(&shard->state, ENG_SHARD_FAILED);
 		if (shard->ring != NULL)
 			eng_shard_report(shard, ENG_REPORT_FAILED);
@@ -147,8 +162,11 @@ eng_shard_main(void *arg)
 		if (ring_mailbox_run_once(shard->node->mesh, shard->index, UINT64_MAX) < 0)
 			break;
 	}
-	spool_close(shard->spool); /* drains commits in flight */
+	eng_deliver_stop(shard->deliver); /* connections closed, outcomes journaled */
+	spool_close(shard->spool);	  /* drains commits in flight */
 	shard->spool = NULL;
+	eng_deliver_destroy(shard->deliver);
+	shard->deliver = NULL;
 	atomic_store(&shard->state, ENG_SHARD_STOPPED);
 	eng_shard_report(shard, ENG_REPORT_STOPPED);
 	return NULL;
@@ -208,6 +226,7 @@ eng_node_create(struct eng_node *node, struct eng_config *config, char *err, siz
 	atomic_store(&node->config_generation, 1);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	node->shard_count = eng_config_shard_count(config, cpus);
+	eng_global_limit_init(&node->connection_limit, config->engine.max_connections);
 	ENG_ASSERT(node->shard_count >= 1 && node->shard_count <= ENG_CONFIG_SHARDS_MAX);
 	struct ring_params params = { .sq_entries = 64, .cq_entries = 1024 };
 	node->control_ring = ring_create(&params, err, err_size);

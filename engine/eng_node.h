@@ -6,7 +6,8 @@
  * ring (SINGLE_ISSUER binds it to that thread), opens and recovers its
  * spool, and reports ready or a one-line error. Recovered recipients are
  * counted by the shard that owns their domain (eng_domain_owner), which is
- * where delivery will run.
+ * where delivery will run; for now each shard delivers what it recovered
+ * (eng_deliver.h; XXX: hand-off to the owner shard).
  *
  * Control: the main thread owns a small ring of its own and talks to the
  * shards only with IORING_OP_MSG_RING CQEs posted to each shard's control
@@ -26,11 +27,13 @@
 #include <stdint.h>
 
 #include "eng_config.h"
+#include "eng_limit.h"
 #include "ring/ring.h"
 #include "spool/spool.h"
 
 struct ring_mailbox_mesh;
 struct eng_node;
+struct eng_deliver;
 
 enum eng_shard_state {
 	ENG_SHARD_STARTING = 0,
@@ -60,6 +63,7 @@ struct eng_shard {
 	bool thread_started;
 	struct ring *ring;
 	struct spool *spool;
+	struct eng_deliver *deliver; /* this shard's delivery loop */
 	struct ring_op control_op;
 	_Atomic int state; /* enum eng_shard_state */
 	_Atomic int ring_fd;
@@ -79,6 +83,7 @@ struct eng_node {
 	struct eng_shard *shards;
 	struct ring_mailbox_mesh *mesh;
 	struct ring *control_ring;	  /* main thread only */
+	struct eng_global_limit connection_limit; /* [engine] max_connections, node-wide */
 	_Atomic uint64_t owned_recipients[ENG_CONFIG_SHARDS_MAX];
 };
 

@@ -1,0 +1,1107 @@
+/*
+ * eng_deliver.c - a shard's delivery loop, first slice (eng_deliver.h).
+ *
+ * Clocks: destinations and connection waits use the monotonic clock (as
+ * eng_dest and eng_conn do); retry times are wall-clock ns, because they
+ * go to the journal and survive a restart (spool_outcome.time_ns).
+ */
+#include "eng_deliver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eng_bounce.h"
+#include "eng_common.h"
+#include "eng_conn.h"
+#include "eng_dest.h"
+#include "eng_log.h"
+
+#define ENG_DELIVER_NS_PER_MS 1000000ull
+/* Longest sleep of the schedule timer: a wake that moved earlier while a
+ * timer was in flight is late by at most this. */
+#define ENG_DELIVER_TIMER_MAX_NS (1000ull * ENG_DELIVER_NS_PER_MS)
+#define ENG_DELIVER_TIMER_MIN_NS ENG_DELIVER_NS_PER_MS
+/* Jobs of the message being recovered, searched for its domain. */
+#define ENG_DELIVER_RECOVER_JOBS 64u
+/* Transactions one READY may start when smtp_client refuses them locally. */
+#define ENG_DELIVER_READY_TRIES 16u
+/* Turns of eng_deliver_stop's drain (10 ms each). */
+#define ENG_DELIVER_STOP_TURNS 3000u
+
+enum eng_deliver_rcpt_state {
+	ENG_DELIVER_RCPT_WAITING = 0, /* no reply yet in this attempt */
+	ENG_DELIVER_RCPT_ACCEPTED,    /* RCPT 2xx: final reply still to come */
+	ENG_DELIVER_RCPT_FINAL,	      /* delivered or bounced */
+	ENG_DELIVER_RCPT_DEFERRED,    /* retried at the job's next attempt */
+};
+
+struct eng_deliver_addr {
+	char *ptr;
+	uint32_t len;
+};
+
+/* One message, copied from recovery: immutable, shared by its jobs and its
+ * outcome ops (refs). */
+struct eng_deliver_msg {
+	uint32_t refs;
+	struct spool_location location;
+	uint64_t created_ns;
+	uint32_t rcpt_count;
+	struct eng_deliver_addr sender;
+	struct eng_deliver_addr *rcpts; /* rcpt_count; NULL ptr: not ours */
+	uint8_t *body;
+	uint32_t body_size;
+	bool needs_8bit;
+	bool needs_smtputf8;
+	char queue_id[SPOOL_QUEUE_ID_SIZE];
+};
+
+struct eng_deliver_rcpt {
+	uint32_t rcpt_index;
+	uint32_t deferrals;
+	enum eng_deliver_rcpt_state state;
+};
+
+struct eng_deliver_dest {
+	struct eng_dest dest;
+	struct eng_deliver_dest *hash_next;
+	struct eng_deliver_dest *all_next;
+};
+
+struct eng_deliver_slot;
+
+/* A message's recipients of one domain, sent as one transaction. */
+struct eng_deliver_job {
+	struct eng_job job;
+	struct eng_deliver_job *retry_next;
+	struct eng_deliver_msg *msg;
+	struct eng_deliver_dest *dest;
+	struct eng_deliver_slot *slot;
+	uint64_t next_attempt_ns; /* wall clock */
+	uint32_t rcpt_count;
+	uint32_t rcpt_capacity;
+	uint32_t reserved; /* outcome ops reserved for this attempt */
+	struct smtp_message smtp;
+	struct smtp_address *addrs;	  /* rcpt_capacity */
+	struct eng_deliver_rcpt *rcpts; /* rcpt_capacity */
+};
+
+struct eng_deliver_slot {
+	struct eng_conn conn;
+	struct eng_deliver *deliver;
+	struct eng_deliver_dest *dest;
+	struct eng_deliver_job *job;
+	struct eng_deliver_slot *free_next;
+	uint32_t messages_sent;
+	bool is_up;
+	bool is_waiting;
+	uint64_t wake_ns; /* monotonic, while is_waiting */
+	uint64_t connect_ms;
+	char mx_host[ENG_DOMAIN_SIZE];
+};
+
+struct eng_deliver_outcome {
+	struct spool_append append;
+	struct spool_outcome outcome;
+	struct eng_deliver *deliver;
+	struct eng_deliver_msg *msg;
+	struct eng_deliver_outcome *free_next;
+	enum eng_log_event event;
+	uint32_t attempt;
+	uint16_t code;
+	struct eng_enhanced enhanced;
+	uint32_t text_len;
+	uint64_t connect_ms;
+	uint64_t transaction_ms;
+	char text[ENG_CONN_STATUS_TEXT_SIZE];
+	char mx_host[ENG_DOMAIN_SIZE];
+	char mx_ip[ENG_CONN_PEER_SIZE];
+};
+
+struct eng_deliver {
+	struct ring *ring;
+	const struct eng_config *const *config;
+	struct eng_global_limit *node;
+	uint32_t shard_index;
+	struct spool *spool;
+	int log_fd;
+	bool is_stopping;
+	bool hook_added;
+	uint32_t random_state;
+	struct eng_bounce_table *bounce;
+	struct eng_deliver_dest *buckets[ENG_DELIVER_DEST_BUCKETS];
+	struct eng_deliver_dest *dests;
+	struct eng_deliver_slot *slots;
+	struct eng_deliver_slot *free_slots;
+	uint32_t slots_open;
+	struct eng_deliver_outcome *outcomes;
+	struct eng_deliver_outcome *free_outcomes;
+	uint32_t outcomes_free;
+	uint32_t outcomes_reserved;
+	struct eng_deliver_job *retry_head;
+	uint64_t retry_earliest_ns; /* wall clock; UINT64_MAX: none */
+	struct eng_deliver_msg *recover_msg;
+	uint32_t recover_job_count;
+	struct eng_deliver_job *recover_jobs[ENG_DELIVER_RECOVER_JOBS];
+	struct ring_op timer_op;
+	struct eng_deliver_stats stats;
+	char log_buf[ENG_LOG_LINE_SIZE_MAX];
+};
+
+static void eng_deliver_hook(void *ctx);
+
+/* ---- messages, destinations, jobs ---- */
+
+static void
+eng_deliver_msg_unref(struct eng_deliver_msg *msg)
+{
+	ENG_ASSERT(msg != NULL);
+	ENG_ASSERT(msg->refs > 0);
+	if (--msg->refs > 0)
+		return;
+	for (uint32_t i = 0; i < msg->rcpt_count; i++)
+		free(msg->rcpts[i].ptr);
+	free(msg->rcpts);
+	free(msg->sender.ptr);
+	free(msg->body);
+	free(msg);
+}
+
+static bool
+eng_deliver_bytes_have_8bit(const uint8_t *data, size_t size)
+{
+	for (size_t i = 0; i < size; i++) {
+		if (data[i] >= 0x80)
+			return true;
+	}
+	return false;
+}
+
+static struct eng_deliver_msg *
+eng_deliver_msg_create(const struct spool_recovered *rcpt)
+{
+	const struct spool_message *view = rcpt->msg;
+	ENG_ASSERT(view->rcpt_count > 0);
+	struct eng_deliver_msg *msg = calloc(1, sizeof(*msg));
+	if (msg == NULL)
+		return NULL;
+	msg->location = rcpt->location;
+	msg->created_ns = view->created_ns;
+	msg->rcpt_count = view->rcpt_count;
+	msg->rcpts = calloc(view->rcpt_count, sizeof(*msg->rcpts));
+	msg->sender.ptr = malloc(view->sender.size + 1u);
+	msg->body = malloc(view->body.size + 1u);
+	if (msg->rcpts == NULL || msg->sender.ptr == NULL || msg->body == NULL) {
+		free(msg->rcpts);
+		free(msg->sender.ptr);
+		free(msg->body);
+		free(msg);
+		return NULL;
+	}
+	memcpy(msg->sender.ptr, view->sender.data, view->sender.size);
+	msg->sender.len = view->sender.size;
+	memcpy(msg->body, view->body.data, view->body.size);
+	msg->body_size = view->body.size;
+	msg->needs_8bit = eng_deliver_bytes_have_8bit(msg->body, msg->body_size);
+	msg->needs_smtputf8 = eng_deliver_bytes_have_8bit(view->sender.data, view->sender.size);
+	spool_queue_id_format(&msg->location, msg->queue_id);
+	return msg;
+}
+
+static uint32_t
+eng_deliver_domain_hash(const char *domain, size_t len)
+{
+	uint32_t hash = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ (uint8_t)domain[i]) * 16777619u;
+	return hash;
+}
+
+/* The destination of a (lowercase) domain, created on first use. */
+static struct eng_deliver_dest *
+eng_deliver_dest_get(struct eng_deliver *d, const char *domain, uint32_t len)
+{
+	ENG_ASSERT(len < ENG_DOMAIN_SIZE);
+	uint32_t bucket = eng_deliver_domain_hash(domain, len) & (ENG_DELIVER_DEST_BUCKETS - 1u);
+	for (struct eng_deliver_dest *e = d->buckets[bucket]; e != NULL; e = e->hash_next) {
+		if (e->dest.domain_len == len && memcmp(e->dest.domain, domain, len) == 0)
+			return e;
+	}
+	struct eng_deliver_dest *e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return NULL;
+	const struct eng_destination *settings = eng_config_destination(*d->config, domain, len);
+	eng_dest_init(&e->dest, domain, len, settings, eng_now_monotonic_ns());
+	e->hash_next = d->buckets[bucket];
+	d->buckets[bucket] = e;
+	e->all_next = d->dests;
+	d->dests = e;
+	return e;
+}
+
+static struct eng_deliver_job *
+eng_deliver_job_create(struct eng_deliver_msg *msg, struct eng_deliver_dest *dest)
+{
+	uint32_t capacity = dest->dest.settings.max_recipients_per_transaction;
+	capacity = ENG_MIN(ENG_MAX(capacity, 1u), SMTP_RCPTS_PER_TRANSACTION_MAX);
+	capacity = ENG_MIN(capacity, msg->rcpt_count);
+	struct eng_deliver_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return NULL;
+	job->addrs = calloc(capacity, sizeof(*job->addrs));
+	job->rcpts = calloc(capacity, sizeof(*job->rcpts));
+	if (job->addrs == NULL || job->rcpts == NULL) {
+		free(job->addrs);
+		free(job->rcpts);
+		free(job);
+		return NULL;
+	}
+	job->rcpt_capacity = capacity;
+	job->msg = msg;
+	job->dest = dest;
+	msg->refs++;
+	return job;
+}
+
+static void
+eng_deliver_job_free(struct eng_deliver_job *job)
+{
+	ENG_ASSERT(!job->job.queued);
+	ENG_ASSERT(job->reserved == 0);
+	eng_deliver_msg_unref(job->msg);
+	free(job->addrs);
+	free(job->rcpts);
+	free(job);
+}
+
+static void
+eng_deliver_retry_push(struct eng_deliver *d, struct eng_deliver_job *job, uint64_t when_ns)
+{
+	ENG_ASSERT(!job->job.queued);
+	ENG_ASSERT(job->rcpt_count <= job->rcpt_capacity); /* 0 while recovery fills it */
+	job->next_attempt_ns = when_ns;
+	job->retry_next = d->retry_head;
+	d->retry_head = job;
+	d->retry_earliest_ns = ENG_MIN(d->retry_earliest_ns, when_ns);
+}
+
+/* ---- recovery ---- */
+
+/* The job of the message being recovered for dest and deferral time. */
+static struct eng_deliver_job *
+eng_deliver_recover_job(struct eng_deliver *d, struct eng_deliver_msg *msg,
+			struct eng_deliver_dest *dest, uint64_t when_ns)
+{
+	for (uint32_t i = 0; i < d->recover_job_count; i++) {
+		struct eng_deliver_job *job = d->recover_jobs[i];
+		if (job->dest == dest && job->next_attempt_ns == when_ns &&
+		    job->rcpt_count < job->rcpt_capacity)
+			return job;
+	}
+	struct eng_deliver_job *job = eng_deliver_job_create(msg, dest);
+	if (job == NULL)
+		return NULL;
+	eng_deliver_retry_push(d, job, when_ns);
+	d->stats.jobs_created++;
+	if (d->recover_job_count == ENG_DELIVER_RECOVER_JOBS)
+		d->recover_job_count = 0; /* forget the oldest: only grouping suffers */
+	d->recover_jobs[d->recover_job_count++] = job;
+	return job;
+}
+
+/* Lowercase domain of an address into out; returns its length. */
+static uint32_t
+eng_deliver_domain_of(const struct spool_span *addr, char out[ENG_DOMAIN_SIZE])
+{
+	const uint8_t *at = memchr(addr->data, '@', addr->size);
+	size_t offset = at != NULL ? (size_t)(at - addr->data) + 1 : addr->size;
+	/* XXX: a domain over 253 bytes is cut; it cannot resolve anyway. */
+	size_t len = ENG_MIN(addr->size - offset, (size_t)ENG_DOMAIN_SIZE - 1u);
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = addr->data[offset + i];
+		out[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+	}
+	ENG_ASSERT(len < ENG_DOMAIN_SIZE);
+	return (uint32_t)len;
+}
+
+static struct eng_deliver_msg *
+eng_deliver_recover_msg(struct eng_deliver *d, const struct spool_recovered *rcpt)
+{
+	struct eng_deliver_msg *msg = d->recover_msg;
+	if (msg != NULL && msg->location.segment_id == rcpt->location.segment_id &&
+	    msg->location.offset == rcpt->location.offset &&
+	    msg->location.shard == rcpt->location.shard)
+		return msg;
+	if (msg != NULL)
+		eng_deliver_msg_unref(msg); /* the recovery's own reference */
+	d->recover_msg = NULL;
+	d->recover_job_count = 0;
+	msg = eng_deliver_msg_create(rcpt);
+	if (msg == NULL)
+		return NULL;
+	msg->refs = 1;
+	d->recover_msg = msg;
+	return msg;
+}
+
+void
+eng_deliver_recovered(struct eng_deliver *d, const struct spool_recovered *rcpt)
+{
+	ENG_ASSERT(d != NULL && rcpt != NULL);
+	ENG_ASSERT(rcpt->rcpt_index < rcpt->msg->rcpt_count);
+	d->stats.recipients_recovered++;
+	struct eng_deliver_msg *msg = eng_deliver_recover_msg(d, rcpt);
+	const struct spool_span *addr = &rcpt->msg->rcpts[rcpt->rcpt_index];
+	char domain[ENG_DOMAIN_SIZE];
+	uint32_t domain_len = eng_deliver_domain_of(addr, domain);
+	struct eng_deliver_dest *dest =
+		msg != NULL ? eng_deliver_dest_get(d, domain, domain_len) : NULL;
+	bool is_deferred = rcpt->state == SPOOL_RCPT_DEFERRED;
+	uint64_t when_ns = is_deferred ? rcpt->next_attempt_ns : 0;
+	struct eng_deliver_job *job =
+		dest != NULL ? eng_deliver_recover_job(d, msg, dest, when_ns) : NULL;
+	struct eng_deliver_addr *copy = msg != NULL ? &msg->rcpts[rcpt->rcpt_index] : NULL;
+	if (copy != NULL && copy->ptr == NULL) {
+		copy->ptr = malloc(addr->size + 1u);
+		if (copy->ptr != NULL) {
+			memcpy(copy->ptr, addr->data, addr->size);
+			copy->len = addr->size;
+		}
+	}
+	if (job == NULL || copy == NULL || copy->ptr == NULL) {
+		/* Out of memory at start-up: the recipient stays live in the
+		 * spool and the next start tries again. */
+		d->stats.recipients_dropped++;
+		return;
+	}
+	if (eng_deliver_bytes_have_8bit(addr->data, addr->size))
+		msg->needs_smtputf8 = true;
+	ENG_ASSERT(job->rcpt_count < job->rcpt_capacity);
+	struct eng_deliver_rcpt *r = &job->rcpts[job->rcpt_count++];
+	r->rcpt_index = rcpt->rcpt_index;
+	/* XXX: the journal keeps no attempt count; a deferred one counts 1. */
+	r->deferrals = is_deferred ? 1u : 0u;
+	r->state = ENG_DELIVER_RCPT_WAITING;
+}
+
+/* ---- outcomes and the delivery log ---- */
+
+static bool
+eng_deliver_reserve(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	ENG_ASSERT(job->reserved == 0);
+	ENG_ASSERT(d->outcomes_reserved <= d->outcomes_free);
+	if (d->outcomes_free - d->outcomes_reserved < job->rcpt_count)
+		return false;
+	d->outcomes_reserved += job->rcpt_count;
+	job->reserved = job->rcpt_count;
+	return true;
+}
+
+static void
+eng_deliver_unreserve(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	ENG_ASSERT(d->outcomes_reserved >= job->reserved);
+	d->outcomes_reserved -= job->reserved;
+	job->reserved = 0;
+}
+
+static void
+eng_deliver_log_line(struct eng_deliver *d, const struct eng_deliver_outcome *op)
+{
+	const struct eng_deliver_msg *msg = op->msg;
+	const struct eng_deliver_addr *rcpt = &msg->rcpts[op->outcome.rcpt_index];
+	const char *at = memchr(rcpt->ptr, '@', rcpt->len);
+	size_t domain_offset = at != NULL ? (size_t)(at - rcpt->ptr) + 1 : rcpt->len;
+	uint64_t now_ns = eng_now_realtime_ns();
+	struct eng_log_record rec = {
+		.event = op->event,
+		.time_ns = now_ns,
+		.queue_id = msg->queue_id,
+		.queue_id_len = strlen(msg->queue_id),
+		.sender = msg->sender.ptr,
+		.sender_len = msg->sender.len,
+		.recipient = rcpt->ptr,
+		.recipient_len = rcpt->len,
+		.domain = rcpt->ptr + domain_offset,
+		.domain_len = rcpt->len - domain_offset,
+		.mx_host = op->mx_host[0] != '\0' ? op->mx_host : NULL,
+		.mx_host_len = strlen(op->mx_host),
+		.mx_ip = op->mx_ip[0] != '\0' ? op->mx_ip : NULL,
+		.mx_ip_len = strlen(op->mx_ip),
+		.attempt = op->attempt,
+		.code = op->code,
+		.enhanced = op->enhanced,
+		.text = op->text,
+		.text_len = op->text_len,
+		.queued_ms = now_ns > msg->created_ns ? (now_ns - msg->created_ns) / 1000000u : 0,
+		.connect_ms = op->connect_ms,
+		.transaction_ms = op->transaction_ms,
+		.tls = NULL,
+	};
+	if (op->event != ENG_LOG_DELIVERY)
+		rec.category = eng_bounce_classify(d->bounce, op->code, op->enhanced, op->text,
+						   op->text_len, NULL);
+	size_t len = eng_log_format(&rec, d->log_buf, sizeof(d->log_buf));
+	ENG_ASSERT(len <= sizeof(d->log_buf));
+	if (d->log_fd < 0)
+		return;
+	/* XXX: through the ring; a plain write(2) blocks the shard. */
+	ssize_t wrote = write(d->log_fd, d->log_buf, len);
+	if (wrote != (ssize_t)len)
+		d->stats.log_errors++;
+}
+
+static void
+eng_deliver_outcome_release(struct eng_deliver *d, struct eng_deliver_outcome *op)
+{
+	ENG_ASSERT(op->msg != NULL);
+	eng_deliver_msg_unref(op->msg);
+	op->msg = NULL;
+	op->free_next = d->free_outcomes;
+	d->free_outcomes = op;
+	d->outcomes_free++;
+	ENG_ASSERT(d->outcomes_free <= ENG_DELIVER_OUTCOMES);
+}
+
+/* The journal acknowledged (or failed) an outcome record. */
+static void
+eng_deliver_outcome_done(struct spool_append *append, int32_t result)
+{
+	struct eng_deliver_outcome *op =
+		ENG_CONTAINER_OF(append, struct eng_deliver_outcome, append);
+	struct eng_deliver *d = op->deliver;
+	if (result == 0)
+		eng_deliver_log_line(d, op);
+	else
+		d->stats.outcome_errors++;
+	eng_deliver_outcome_release(d, op);
+}
+
+static enum spool_rcpt_state
+eng_deliver_state_of(const struct smtp_status *status, bool outcome_is_unknown)
+{
+	if (status->code >= 200 && status->code < 300)
+		return SPOOL_RCPT_DELIVERED;
+	if (status->code >= 500 && status->code < 600 && !outcome_is_unknown)
+		return SPOOL_RCPT_BOUNCED;
+	return SPOOL_RCPT_DEFERRED;
+}
+
+static uint32_t
+eng_deliver_random(struct eng_deliver *d)
+{
+	/* xorshift32: jitter only, no security. */
+	uint32_t x = d->random_state;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	d->random_state = x;
+	return x;
+}
+
+/* Fill the log fields of op from status and the connection. */
+static void
+eng_deliver_outcome_fill(struct eng_deliver_outcome *op, const struct smtp_status *status,
+			 const struct eng_deliver_slot *slot, uint64_t transaction_ms)
+{
+	op->code = status->code;
+	op->enhanced.status_class = status->enhanced.status_class;
+	op->enhanced.subject = status->enhanced.subject;
+	op->enhanced.detail = status->enhanced.detail;
+	size_t text_len = ENG_MIN(status->text_size, sizeof(op->text));
+	if (text_len > 0)
+		memcpy(op->text, status->text, text_len);
+	op->text_len = (uint32_t)text_len;
+	op->mx_host[0] = '\0';
+	op->mx_ip[0] = '\0';
+	op->connect_ms = ENG_LOG_MS_NONE;
+	op->transaction_ms = transaction_ms;
+	if (slot == NULL)
+		return;
+	snprintf(op->mx_host, sizeof(op->mx_host), "%s", slot->mx_host);
+	snprintf(op->mx_ip, sizeof(op->mx_ip), "%s", eng_conn_peer(&slot->conn));
+	op->connect_ms = slot->connect_ms;
+}
+
+/*
+ * Journal recipient i of job with status (its outcome for this attempt).
+ * Uses one of the job's reserved ops. A deferral sets the rcpt's next
+ * attempt and pulls the job's next attempt earlier.
+ */
+static void
+eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t i,
+		    const struct smtp_status *status, bool outcome_is_unknown,
+		    uint64_t transaction_ms)
+{
+	ENG_ASSERT(i < job->rcpt_count);
+	ENG_ASSERT(job->reserved > 0 && d->free_outcomes != NULL);
+	struct eng_deliver_rcpt *r = &job->rcpts[i];
+	ENG_ASSERT(r->state == ENG_DELIVER_RCPT_WAITING || r->state == ENG_DELIVER_RCPT_ACCEPTED);
+	job->reserved--;
+	d->outcomes_reserved--;
+	struct eng_deliver_outcome *op = d->free_outcomes;
+	d->free_outcomes = op->free_next;
+	d->outcomes_free--;
+	enum spool_rcpt_state state = eng_deliver_state_of(status, outcome_is_unknown);
+	uint64_t now_ns = eng_now_realtime_ns();
+	op->outcome = (struct spool_outcome){ .message = job->msg->location,
+					      .rcpt_index = r->rcpt_index,
+					      .state = (uint16_t)state,
+					      .time_ns = now_ns };
+	op->attempt = r->deferrals + 1u;
+	if (state == SPOOL_RCPT_DEFERRED) {
+		r->deferrals++;
+		op->outcome.time_ns = now_ns + eng_config_retry_delay_ns(*d->config, r->deferrals,
+									 eng_deliver_random(d));
+		job->next_attempt_ns = ENG_MIN(job->next_attempt_ns, op->outcome.time_ns);
+	}
+	bool is_deferred = state == SPOOL_RCPT_DEFERRED;
+	r->state = is_deferred ? ENG_DELIVER_RCPT_DEFERRED : ENG_DELIVER_RCPT_FINAL;
+	op->event = state == SPOOL_RCPT_DELIVERED  ? ENG_LOG_DELIVERY
+		    : state == SPOOL_RCPT_BOUNCED ? ENG_LOG_BOUNCE
+						  : ENG_LOG_TRANSIENT_FAILURE;
+	d->stats.delivered += state == SPOOL_RCPT_DELIVERED;
+	d->stats.bounced += state == SPOOL_RCPT_BOUNCED;
+	d->stats.deferred += state == SPOOL_RCPT_DEFERRED;
+	eng_deliver_outcome_fill(op, status, job->slot, transaction_ms);
+	op->msg = job->msg;
+	op->msg->refs++;
+	op->append = (struct spool_append){ .callback = eng_deliver_outcome_done,
+					    .ctx = op,
+					    .type = SPOOL_RECORD_OUTCOME,
+					    .input.outcome = &op->outcome };
+	if (spool_write_outcome(d->spool, &op->append) < 0) {
+		d->stats.outcome_errors++;
+		eng_deliver_outcome_release(d, op);
+	}
+}
+
+/* A local status (no reply from the server). */
+static struct smtp_status
+eng_deliver_local_status(uint16_t code, uint16_t subject, uint16_t detail, const char *text)
+{
+	return (struct smtp_status){ .code = code,
+				     .enhanced = { .status_class = (uint8_t)(code / 100u),
+						   .subject = subject,
+						   .detail = detail },
+				     .is_local = true,
+				     .text = text,
+				     .text_size = strlen(text) };
+}
+
+/*
+ * The attempt is over: recipients left without an outcome are deferred,
+ * the rest of the reservation is returned, and the job either goes back on
+ * the retry list with its deferred recipients or is freed.
+ */
+static void
+eng_deliver_job_finish(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	ENG_ASSERT(!job->job.queued);
+	struct smtp_status none = eng_deliver_local_status(451, 4, 2, "no outcome for recipient");
+	for (uint32_t i = 0; i < job->rcpt_count; i++) {
+		enum eng_deliver_rcpt_state state = job->rcpts[i].state;
+		if (state == ENG_DELIVER_RCPT_WAITING || state == ENG_DELIVER_RCPT_ACCEPTED)
+			eng_deliver_outcome(d, job, i, &none, false, ENG_LOG_MS_NONE);
+	}
+	eng_deliver_unreserve(d, job);
+	job->slot = NULL;
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < job->rcpt_count; i++) {
+		if (job->rcpts[i].state != ENG_DELIVER_RCPT_DEFERRED)
+			continue;
+		job->rcpts[kept] = job->rcpts[i];
+		job->rcpts[kept].state = ENG_DELIVER_RCPT_WAITING;
+		kept++;
+	}
+	job->rcpt_count = kept;
+	if (kept == 0) {
+		eng_deliver_job_free(job);
+		return;
+	}
+	eng_deliver_retry_push(d, job, job->next_attempt_ns);
+}
+
+/* Defer a whole job without a connection (no route). */
+static void
+eng_deliver_job_defer(struct eng_deliver *d, struct eng_deliver_job *job,
+		      const struct smtp_status *status)
+{
+	job->next_attempt_ns = UINT64_MAX;
+	for (uint32_t i = 0; i < job->rcpt_count; i++)
+		eng_deliver_outcome(d, job, i, status, false, ENG_LOG_MS_NONE);
+	eng_deliver_job_finish(d, job);
+}
+
+/* ---- connections ---- */
+
+static void
+eng_deliver_smtp_message(struct eng_deliver_job *job)
+{
+	const struct eng_deliver_msg *msg = job->msg;
+	for (uint32_t i = 0; i < job->rcpt_count; i++) {
+		const struct eng_deliver_addr *addr = &msg->rcpts[job->rcpts[i].rcpt_index];
+		ENG_ASSERT(addr->ptr != NULL);
+		job->addrs[i] = (struct smtp_address){ .ptr = addr->ptr, .len = addr->len };
+		job->rcpts[i].state = ENG_DELIVER_RCPT_WAITING;
+	}
+	job->smtp = (struct smtp_message){
+		.sender = { .ptr = msg->sender.ptr, .len = msg->sender.len },
+		.rcpts = job->addrs,
+		.rcpt_count = job->rcpt_count,
+		.body = msg->body,
+		.body_size = msg->body_size,
+		.needs_8bit = msg->needs_8bit,
+		.needs_smtputf8 = msg->needs_smtputf8,
+		.ctx = job,
+	};
+	job->next_attempt_ns = UINT64_MAX;
+}
+
+/* A READY connection: send the next job, wait, or quit. */
+static void
+eng_deliver_slot_next(struct eng_deliver *d, struct eng_deliver_slot *slot)
+{
+	ENG_ASSERT(slot->job == NULL);
+	slot->is_waiting = false;
+	for (uint32_t tries = 0; tries < ENG_DELIVER_READY_TRIES; tries++) {
+		struct eng_job *next = NULL;
+		uint64_t wake_ns = 0;
+		enum eng_dest_action action =
+			d->is_stopping ? ENG_DEST_QUIT
+				       : eng_dest_next_job(&slot->dest->dest, slot->messages_sent,
+							   eng_now_monotonic_ns(), &next, &wake_ns);
+		if (action == ENG_DEST_WAIT) {
+			slot->is_waiting = true;
+			slot->wake_ns = wake_ns;
+			return;
+		}
+		if (action != ENG_DEST_SEND) {
+			/* XXX: IDLE quits at once; keep it for idle_timeout. */
+			eng_conn_quit(&slot->conn);
+			return;
+		}
+		struct eng_deliver_job *job = ENG_CONTAINER_OF(next, struct eng_deliver_job, job);
+		if (!eng_deliver_reserve(d, job)) {
+			/* Outcome pool busy: acks free it within a commit. */
+			eng_dest_push_front(&slot->dest->dest, &job->job);
+			slot->is_waiting = true;
+			slot->wake_ns = eng_now_monotonic_ns() + ENG_DELIVER_TIMER_MIN_NS;
+			return;
+		}
+		eng_deliver_smtp_message(job);
+		job->slot = slot;
+		slot->job = job;
+		slot->messages_sent++;
+		if (eng_conn_send_message(&slot->conn, &job->smtp))
+			return;
+		/* Refused locally: MESSAGE_FAILED already gave the outcomes. */
+		slot->job = NULL;
+		eng_deliver_job_finish(d, job);
+	}
+	slot->is_waiting = true; /* the rest next turn */
+	slot->wake_ns = eng_now_monotonic_ns();
+}
+
+static bool
+eng_deliver_close_is_failure(enum eng_conn_close_reason reason)
+{
+	return reason == ENG_CONN_CLOSE_CONNECT_REFUSED ||
+	       reason == ENG_CONN_CLOSE_CONNECT_TIMEOUT ||
+	       reason == ENG_CONN_CLOSE_CONNECT_FAILED || reason == ENG_CONN_CLOSE_SERVER_CLOSING ||
+	       reason == ENG_CONN_CLOSE_TIMEOUT || reason == ENG_CONN_CLOSE_NETWORK_ERROR;
+}
+
+static void
+eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
+			const struct eng_conn_event *event)
+{
+	if (slot->job != NULL) {
+		eng_deliver_job_finish(d, slot->job);
+		slot->job = NULL;
+	}
+	bool failed = eng_deliver_close_is_failure(event->reason);
+	d->stats.connections_failed += failed;
+	eng_dest_connection_closed(&slot->dest->dest, d->node, failed, eng_now_monotonic_ns());
+	slot->dest = NULL;
+	slot->is_waiting = false;
+	ENG_ASSERT(d->slots_open > 0);
+	d->slots_open--;
+	slot->free_next = d->free_slots;
+	d->free_slots = slot;
+}
+
+/* Every recipient of the message without an outcome gets status. */
+static void
+eng_deliver_message_end(struct eng_deliver *d, const struct eng_conn_event *event, bool is_done)
+{
+	struct eng_deliver_job *job = event->message->ctx;
+	ENG_ASSERT(job != NULL && job->slot != NULL);
+	for (uint32_t i = 0; i < job->rcpt_count; i++) {
+		enum eng_deliver_rcpt_state state = job->rcpts[i].state;
+		bool applies = is_done ? state == ENG_DELIVER_RCPT_ACCEPTED
+				       : (state == ENG_DELIVER_RCPT_WAITING ||
+					  state == ENG_DELIVER_RCPT_ACCEPTED);
+		if (applies)
+			eng_deliver_outcome(d, job, i, &event->status, event->outcome_is_unknown,
+					    event->transaction_ms);
+	}
+}
+
+static void
+eng_deliver_conn_event(void *ctx, struct eng_conn *conn, const struct eng_conn_event *event)
+{
+	struct eng_deliver_slot *slot = ctx;
+	struct eng_deliver *d = slot->deliver;
+	ENG_ASSERT(conn == &slot->conn);
+	switch (event->type) {
+	case ENG_CONN_EV_READY:
+		slot->connect_ms = event->connect_ms;
+		if (!slot->is_up) {
+			slot->is_up = true;
+			eng_dest_connection_up(&slot->dest->dest);
+		}
+		if (slot->job != NULL) {
+			eng_deliver_job_finish(d, slot->job);
+			slot->job = NULL;
+		}
+		eng_deliver_slot_next(d, slot);
+		break;
+	case ENG_CONN_EV_RCPT: {
+		struct eng_deliver_job *job = event->message->ctx;
+		ENG_ASSERT(event->rcpt_index < job->rcpt_count);
+		if (event->status.code >= 200 && event->status.code < 300)
+			job->rcpts[event->rcpt_index].state = ENG_DELIVER_RCPT_ACCEPTED;
+		else
+			eng_deliver_outcome(d, job, event->rcpt_index, &event->status, false,
+					    ENG_LOG_MS_NONE);
+		break;
+	}
+	case ENG_CONN_EV_MESSAGE_DONE:
+		eng_deliver_message_end(d, event, true);
+		break;
+	case ENG_CONN_EV_MESSAGE_FAILED:
+		eng_deliver_message_end(d, event, false);
+		break;
+	case ENG_CONN_EV_CLOSED:
+		eng_deliver_slot_closed(d, slot, event);
+		break;
+	default:
+		ENG_PANIC("unknown connection event");
+	}
+}
+
+/* Open a connection for dest (a slot was taken by eng_dest_want_connection). */
+static void
+eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
+{
+	const struct eng_config *cfg = *d->config;
+	const struct eng_route *route =
+		eng_config_route(cfg, dest->dest.domain, dest->dest.domain_len);
+	struct eng_deliver_slot *slot = d->free_slots;
+	ENG_ASSERT(slot != NULL);
+	int ret = -EHOSTUNREACH;
+	struct sockaddr_storage addr;
+	socklen_t addr_len = 0;
+	if (route != NULL && route->host_count > 0) {
+		/* XXX: the first host only; the next after a failure, and names
+		 * through eng_dns, come with MX routing. */
+		struct eng_hostport host = route->hosts[0];
+		if (host.port == 0)
+			host.port = route->port;
+		ret = eng_hostport_sockaddr(&host, &addr, &addr_len);
+		snprintf(slot->mx_host, sizeof(slot->mx_host), "%s", host.host);
+	}
+	struct eng_conn_config cc;
+	eng_conn_config_from_destination(&cc, &dest->dest.settings, cfg->engine.hostname,
+					 strlen(cfg->engine.hostname));
+	if (ret == 0)
+		ret = eng_conn_open(&slot->conn, d->ring, (const struct sockaddr *)&addr, addr_len,
+				    &cc, slot, eng_deliver_conn_event);
+	if (ret < 0) {
+		d->stats.connections_failed++;
+		eng_dest_connection_closed(&dest->dest, d->node, true, eng_now_monotonic_ns());
+		return;
+	}
+	d->free_slots = slot->free_next;
+	slot->free_next = NULL;
+	slot->dest = dest;
+	slot->job = NULL;
+	slot->messages_sent = 0;
+	slot->is_up = false;
+	slot->is_waiting = false;
+	d->slots_open++;
+	d->stats.connections_opened++;
+}
+
+/* ---- the schedule hook ---- */
+
+/* Route a due job: onto its destination, or deferred without a route. */
+static void
+eng_deliver_route(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	struct eng_dest *dest = &job->dest->dest;
+	if (eng_config_route(*d->config, dest->domain, dest->domain_len) != NULL) {
+		eng_dest_push(dest, &job->job);
+		return;
+	}
+	if (!eng_deliver_reserve(d, job)) {
+		eng_deliver_retry_push(d, job, 0); /* the pool frees up with acks */
+		return;
+	}
+	struct smtp_status status =
+		eng_deliver_local_status(451, 4, 3, "no route (MX lookup not wired yet)");
+	eng_deliver_job_defer(d, job, &status);
+}
+
+static void
+eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
+{
+	if (d->retry_head == NULL || now_ns < d->retry_earliest_ns)
+		return;
+	struct eng_deliver_job *list = d->retry_head;
+	d->retry_head = NULL;
+	d->retry_earliest_ns = UINT64_MAX;
+	/* Bounded: the list was detached, routing pushes only onto the new one. */
+	while (list != NULL) {
+		struct eng_deliver_job *job = list;
+		list = job->retry_next;
+		job->retry_next = NULL;
+		if (job->next_attempt_ns > now_ns)
+			eng_deliver_retry_push(d, job, job->next_attempt_ns);
+		else
+			eng_deliver_route(d, job);
+	}
+}
+
+static void
+eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
+{
+	for (struct eng_deliver_dest *e = d->dests; e != NULL; e = e->all_next) {
+		for (uint32_t i = 0; i < ENG_DELIVER_CONNS && d->free_slots != NULL; i++) {
+			uint64_t wait_ns = 0;
+			enum eng_dest_open open =
+				eng_dest_want_connection(&e->dest, d->node, now_ns, &wait_ns);
+			if (open == ENG_DEST_OPEN_WAIT)
+				*wake_ns = ENG_MIN(*wake_ns, wait_ns);
+			if (open != ENG_DEST_OPEN_NOW)
+				break;
+			eng_deliver_open(d, e);
+		}
+	}
+}
+
+static void
+eng_deliver_timer_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	(void)op;
+	(void)cqe_flags;
+	/* The next loop turn runs the hook; nothing else to do. */
+	ENG_ASSERT(res == -ETIME || res == 0 || res == -ECANCELED);
+}
+
+static void
+eng_deliver_arm_timer(struct eng_deliver *d, uint64_t delay_ns)
+{
+	if (d->timer_op.in_flight || delay_ns == UINT64_MAX)
+		return;
+	delay_ns = ENG_MAX(ENG_MIN(delay_ns, ENG_DELIVER_TIMER_MAX_NS), ENG_DELIVER_TIMER_MIN_NS);
+	d->timer_op.callback = eng_deliver_timer_done;
+	d->timer_op.ctx = d;
+	if (ring_prep_timeout(d->ring, &d->timer_op, delay_ns) < 0)
+		ENG_ASSERT(!d->timer_op.in_flight); /* SQ full: the next turn tries again */
+}
+
+static void
+eng_deliver_hook(void *ctx)
+{
+	struct eng_deliver *d = ctx;
+	if (d->spool == NULL || d->is_stopping)
+		return;
+	uint64_t real_ns = eng_now_realtime_ns();
+	uint64_t mono_ns = eng_now_monotonic_ns();
+	eng_deliver_run_retries(d, real_ns);
+	uint64_t wake_ns = UINT64_MAX; /* monotonic */
+	eng_deliver_open_connections(d, mono_ns, &wake_ns);
+	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
+		struct eng_deliver_slot *slot = &d->slots[i];
+		if (!slot->is_waiting)
+			continue;
+		if (slot->wake_ns <= mono_ns && eng_conn_is_ready(&slot->conn))
+			eng_deliver_slot_next(d, slot);
+		if (slot->is_waiting)
+			wake_ns = ENG_MIN(wake_ns, slot->wake_ns);
+	}
+	uint64_t delay_ns = wake_ns == UINT64_MAX ? UINT64_MAX
+			    : wake_ns > mono_ns   ? wake_ns - mono_ns
+						  : 0;
+	if (d->retry_head != NULL) {
+		uint64_t earliest_ns = d->retry_earliest_ns;
+		uint64_t retry_ns = earliest_ns > real_ns ? earliest_ns - real_ns : 0;
+		delay_ns = ENG_MIN(delay_ns, retry_ns);
+	}
+	eng_deliver_arm_timer(d, delay_ns);
+}
+
+/* ---- create, stop, destroy ---- */
+
+static int
+eng_deliver_open_log(struct eng_deliver *d, const char *path, char *err, size_t err_size)
+{
+	d->log_fd = -1;
+	if (path[0] == '\0')
+		return 0;
+	d->log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (d->log_fd < 0) {
+		snprintf(err, err_size, "delivery_log %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+struct eng_deliver *
+eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
+		   struct eng_global_limit *node, uint32_t shard_index, char *err, size_t err_size)
+{
+	ENG_ASSERT(ring != NULL && config != NULL && *config != NULL && node != NULL);
+	struct eng_deliver *d = calloc(1, sizeof(*d));
+	if (d == NULL) {
+		snprintf(err, err_size, "out of memory for the delivery state");
+		return NULL;
+	}
+	d->log_fd = -1;
+	d->ring = ring;
+	d->config = config;
+	d->node = node;
+	d->shard_index = shard_index;
+	d->retry_earliest_ns = UINT64_MAX;
+	d->random_state = 2463534242u ^ (shard_index * 2654435761u);
+	d->slots = calloc(ENG_DELIVER_CONNS, sizeof(*d->slots));
+	d->outcomes = calloc(ENG_DELIVER_OUTCOMES, sizeof(*d->outcomes));
+	d->bounce = calloc(1, sizeof(*d->bounce));
+	if (d->slots == NULL || d->outcomes == NULL || d->bounce == NULL) {
+		snprintf(err, err_size, "out of memory for the delivery pools");
+		eng_deliver_destroy(d);
+		return NULL;
+	}
+	if (eng_deliver_open_log(d, (*config)->engine.delivery_log, err, err_size) < 0) {
+		eng_deliver_destroy(d);
+		return NULL;
+	}
+	eng_bounce_table_init(d->bounce);
+	for (uint32_t i = ENG_DELIVER_CONNS; i-- > 0;) {
+		d->slots[i].deliver = d;
+		d->slots[i].free_next = d->free_slots;
+		d->free_slots = &d->slots[i];
+	}
+	for (uint32_t i = ENG_DELIVER_OUTCOMES; i-- > 0;) {
+		d->outcomes[i].deliver = d;
+		d->outcomes[i].free_next = d->free_outcomes;
+		d->free_outcomes = &d->outcomes[i];
+	}
+	d->outcomes_free = ENG_DELIVER_OUTCOMES;
+	/* Added before the spool's own hooks: outcomes queued here are
+	 * flushed in the same turn. */
+	ring_add_hook(ring, eng_deliver_hook, d);
+	d->hook_added = true;
+	return d;
+}
+
+void
+eng_deliver_attach_spool(struct eng_deliver *d, struct spool *spool)
+{
+	ENG_ASSERT(d != NULL && spool != NULL);
+	ENG_ASSERT(d->spool == NULL);
+	d->spool = spool;
+	if (d->recover_msg != NULL)
+		eng_deliver_msg_unref(d->recover_msg); /* the recovery's reference */
+	d->recover_msg = NULL;
+	d->recover_job_count = 0;
+}
+
+void
+eng_deliver_stop(struct eng_deliver *d)
+{
+	ENG_ASSERT(d != NULL);
+	d->is_stopping = true;
+	/* XXX: an aborted transaction is journaled DEFERRED with the normal
+	 * retry delay, so after a restart it waits that delay; a shutdown
+	 * should not count as an attempt. */
+	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
+		if (eng_conn_state(&d->slots[i].conn) != ENG_CONN_STATE_FREE)
+			eng_conn_abort(&d->slots[i].conn);
+	}
+	for (uint32_t turns = 0; turns < ENG_DELIVER_STOP_TURNS; turns++) {
+		bool busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES ||
+			    d->timer_op.in_flight;
+		if (!busy)
+			return;
+		int ret = ring_run_once(d->ring, 10ull * ENG_DELIVER_NS_PER_MS);
+		if (ret < 0 && ret != -EINTR)
+			break;
+	}
+	fprintf(stderr, "ringmail: shard %u: delivery did not drain (%u connections open)\n",
+		d->shard_index, d->slots_open);
+}
+
+static void
+eng_deliver_free_jobs(struct eng_deliver *d)
+{
+	struct eng_deliver_job *list = d->retry_head;
+	d->retry_head = NULL;
+	while (list != NULL) {
+		struct eng_deliver_job *job = list;
+		list = job->retry_next;
+		job->reserved = 0;
+		eng_deliver_job_free(job);
+	}
+	for (struct eng_deliver_dest *e = d->dests; e != NULL;) {
+		struct eng_deliver_dest *next = e->all_next;
+		for (struct eng_job *j = e->dest.head; j != NULL;) {
+			struct eng_job *after = j->next;
+			struct eng_deliver_job *job =
+				ENG_CONTAINER_OF(j, struct eng_deliver_job, job);
+			job->job.queued = false;
+			job->reserved = 0;
+			eng_deliver_job_free(job);
+			j = after;
+		}
+		free(e);
+		e = next;
+	}
+	d->dests = NULL;
+}
+
+void
+eng_deliver_destroy(struct eng_deliver *d)
+{
+	if (d == NULL)
+		return;
+	if (d->hook_added)
+		ring_remove_hook(d->ring, eng_deliver_hook, d);
+	bool is_busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES;
+	if (d->hook_added && is_busy)
+		return; /* ops in flight may still point into d: leak it */
+	eng_deliver_free_jobs(d);
+	if (d->recover_msg != NULL)
+		eng_deliver_msg_unref(d->recover_msg);
+	if (d->log_fd >= 0)
+		close(d->log_fd);
+	free(d->bounce);
+	free(d->outcomes);
+	free(d->slots);
+	free(d);
+}
+
+const struct eng_deliver_stats *
+eng_deliver_stats_get(const struct eng_deliver *d)
+{
+	ENG_ASSERT(d != NULL);
+	return &d->stats;
+}

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Delivery end to end (first slice): messages recovered from a spool are
+# delivered over a static route to Postfix smtp-sink on loopback, every
+# outcome is journaled and logged, and a restart finds nothing left.
+# Then a sink that rejects every RCPT with 5xx: every recipient bounces.
+# Waits are bounded loops over the delivery log (0.1 s steps, 60 s at
+# most). Prints TAP.
+#
+#   test_deliver.sh BUILD_DIR
+set -uo pipefail
+build=$(cd "$1" && pwd)
+ringmail="$build/engine/ringmail"
+spool_tool="$build/tools/ringmail-spool"
+sink_bin=/usr/sbin/smtp-sink
+work="$build/test-scratch-deliver-$$"
+rm -rf "$work"
+mkdir -p "$work"
+SINK_PID=""
+DPID=""
+cleanup() {
+	[ -n "$DPID" ] && kill -KILL "$DPID" 2>/dev/null
+	[ -n "$SINK_PID" ] && kill -TERM "$SINK_PID" 2>/dev/null && wait "$SINK_PID" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
+check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+
+echo "TAP version 13"
+if [ ! -x "$sink_bin" ]; then
+	echo "1..0 # SKIP smtp-sink not installed (tools/install-deps installs postfix)"
+	exit 0
+fi
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Start smtp-sink on a free port with extra flags "$@"; counters to sink.out.
+start_sink() {
+	PORT=$(free_port)
+	local user=()
+	[ "$(id -u)" = 0 ] && user=(-u root)
+	"$sink_bin" -c "${user[@]}" "$@" "127.0.0.1:$PORT" 100 >sink.out 2>&1 &
+	SINK_PID=$!
+	for _ in $(seq 1 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+
+stop_sink() {
+	kill -TERM "$SINK_PID" 2>/dev/null
+	wait "$SINK_PID" 2>/dev/null
+	SINK_PID=""
+}
+
+# The sink's latest "mesg=" counter (lines end in CR).
+sink_messages() {
+	tr '\r' '\n' <sink.out | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1
+}
+
+# Start the daemon with "$@" as a coprocess; wait for the started line.
+start() {
+	coproc RM { exec "$ringmail" "$@" 2>&1; }
+	DPID=$RM_PID
+	exec {RM_OUT}<&"${RM[0]}"
+	started=""
+	while IFS= read -r -t 60 -u "$RM_OUT" line; do
+		echo "# $line"
+		case "$line" in
+		*"ringmail: started"*) started="$line"; return 0 ;;
+		esac
+	done
+	return 1
+}
+
+expect() {
+	while IFS= read -r -t 30 -u "$RM_OUT" line; do
+		echo "# $line"
+		case "$line" in $1) return 0 ;; esac
+	done
+	return 1
+}
+
+stop() {
+	kill -TERM "$DPID"
+	expect "*ringmail: stopped*"
+	local seen=$?
+	wait "$DPID"
+	local rc=$?
+	DPID=""
+	[ $seen -eq 0 ] && [ $rc -eq 0 ]
+}
+
+# Lines of type $1 in the delivery log.
+log_count() {
+	local count
+	count=$(grep -c "\"type\":\"$1\"" delivery.log 2>/dev/null)
+	echo "${count:-0}"
+}
+
+# Wait (0.1 s steps, 60 s at most) until the log has $2 lines of type $1.
+wait_log() {
+	for _ in $(seq 1 600); do
+		[ "$(log_count "$1")" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+live_recipients() {
+	"$spool_tool" -d "$1" --json stats |
+		python3 -c 'import json,sys; r=json.load(sys.stdin)["recipients"]; print(r["pending"]+r["deferred"])'
+}
+
+write_config() {
+	cat >ringmail.conf <<CONF
+[engine]
+shards = 1
+spool_dir = $work/$1
+delivery_log = $work/delivery.log
+retry_schedule = 1s
+retry_jitter = 0
+
+[route sink]
+domains = *
+hosts = 127.0.0.1:$PORT
+CONF
+}
+
+# 1. 300 messages over 3 domains, all accepted.
+"$spool_tool" -d "$work/spool" load --shards 1 --count 300 --domains 3 >/dev/null
+check "300 messages loaded" "[ \"\$(live_recipients \"$work/spool\")\" = 300 ]"
+check "smtp-sink listens" "start_sink"
+write_config spool
+check "starts on the loaded spool" "start -c ringmail.conf"
+check "recovers 300 recipients" "[[ \"\$started\" == *'300 recipients to deliver'* ]]"
+check "300 Delivery lines in the delivery log" "wait_log Delivery 300"
+check "SIGTERM stops it with exit 0" "stop"
+stop_sink
+check "smtp-sink received 300 messages" "[ \"\$(sink_messages)\" = 300 ]"
+check "no bounce or deferral logged" "[ \"\$(log_count Bounce)\" = 0 ] && [ \"\$(log_count TransientFailure)\" = 0 ]"
+check "the spool has 0 live recipients" "[ \"\$(live_recipients \"$work/spool\")\" = 0 ]"
+check "a restart recovers 0 recipients" "start -c ringmail.conf && [[ \"\$started\" == *' 0 recipients to deliver'* ]]"
+check "SIGTERM after the restart exits 0" "stop"
+check "the restart delivered nothing more" "[ \"\$(log_count Delivery)\" = 300 ]"
+
+# 2. Every RCPT rejected with 5xx: 30 messages bounce, nothing is sent.
+rm -f delivery.log
+"$spool_tool" -d "$work/spool5" load --shards 1 --count 30 --domains 3 >/dev/null
+check "smtp-sink rejecting RCPT listens" "start_sink -f RCPT"
+write_config spool5
+check "starts on the second spool" "start -c ringmail.conf"
+check "30 Bounce lines in the delivery log" "wait_log Bounce 30"
+check "SIGTERM stops it with exit 0" "stop"
+stop_sink
+check "bounce lines carry the 5xx code" "[ \"\$(grep -c '\"code\":5' delivery.log)\" = 30 ]"
+check "no Delivery line for rejected recipients" "[ \"\$(log_count Delivery)\" = 0 ]"
+check "bounced recipients are final in the spool" "[ \"\$(live_recipients \"$work/spool5\")\" = 0 ]"
+
+# 3. Every RCPT answered 4xx: deferred, retried after retry_schedule (1 s)
+# in the same run, still live in the spool; a restart against an
+# accepting sink delivers them.
+rm -f delivery.log
+"$spool_tool" -d "$work/spool4" load --shards 1 --count 30 --domains 3 >/dev/null
+check "smtp-sink deferring RCPT listens" "start_sink -r RCPT"
+write_config spool4
+check "starts on the third spool" "start -c ringmail.conf"
+check "every recipient deferred twice (a retry ran)" "wait_log TransientFailure 60"
+check "second attempts are logged as attempt 2" "grep -q '\"attempt\":2' delivery.log"
+check "SIGTERM stops it with exit 0" "stop"
+stop_sink
+check "no Bounce or Delivery for deferred recipients" \
+	"[ \"\$(log_count Bounce)\" = 0 ] && [ \"\$(log_count Delivery)\" = 0 ]"
+check "deferred recipients stay live in the spool" "[ \"\$(live_recipients \"$work/spool4\")\" = 30 ]"
+check "accepting smtp-sink listens" "start_sink"
+write_config spool4
+check "restart recovers the 30 deferred recipients" \
+	"start -c ringmail.conf && [[ \"\$started\" == *' 30 recipients to deliver'* ]]"
+check "30 Delivery lines after the restart" "wait_log Delivery 30"
+check "SIGTERM stops it with exit 0" "stop"
+stop_sink
+check "smtp-sink received 30 messages" "[ \"\$(sink_messages)\" = 30 ]"
+check "nothing live left" "[ \"\$(live_recipients \"$work/spool4\")\" = 0 ]"
+
+echo "1..$n"
+[ $failed -eq 0 ]
