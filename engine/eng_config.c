@@ -665,6 +665,7 @@ static const struct eng_key eng_engine_keys[] = {
 		ENG_MIB, ENG_TIB, false),
 	ENG_LIST_KEY("dns_servers", ENG_KEY_DNS, eng_engine, dns_servers, dns_server_count, 0,
 		     0, true),
+	ENG_KEY("smtp_port", ENG_KEY_PORT, eng_engine, smtp_port, 1, 65535, false),
 	ENG_KEY("bounces", ENG_KEY_BOOL, eng_engine, bounces, 0, 0, false),
 	ENG_KEY("memory_budget", ENG_KEY_SIZE, eng_engine, memory_budget, 16 * ENG_MIB, ENG_TIB,
 		true),
@@ -1852,6 +1853,7 @@ eng_engine_defaults(struct eng_engine *e)
 	snprintf(e->delivery_log, sizeof(e->delivery_log), "ringmail-delivery.log");
 	e->delivery_log_max_size = ENG_GIB;
 	e->dns_server_count = 0;
+	e->smtp_port = 25;
 	e->bounces = true;
 	e->memory_budget = ENG_GIB;
 	e->segment_size = sc.segment_size;

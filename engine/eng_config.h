@@ -185,6 +185,7 @@ struct eng_engine {
 	uint64_t delivery_log_max_size;	/* bytes; rotate beyond */
 	uint32_t dns_server_count;	/* 0 = /etc/resolv.conf */
 	struct eng_hostport dns_servers[ENG_CONFIG_DNS_SERVERS_MAX];
+	uint16_t smtp_port;		/* MX delivery port, 1-65535; default 25 */
 	bool bounces;			/* generate DSNs */
 	uint64_t memory_budget;		/* bytes */
 	uint64_t segment_size;

@@ -18,6 +18,7 @@
 #include "eng_common.h"
 #include "eng_conn.h"
 #include "eng_dest.h"
+#include "eng_dns.h"
 #include "eng_log.h"
 
 #define ENG_DELIVER_NS_PER_MS 1000000ull
@@ -31,6 +32,20 @@
 #define ENG_DELIVER_READY_TRIES 16u
 /* Turns of eng_deliver_stop's drain (10 ms each). */
 #define ENG_DELIVER_STOP_TURNS 3000u
+/* Addresses kept per MX-routed destination, over all its hops in order
+ * (Postfix smtp_mx_address_limit is 5; a primary and backups fit). */
+#define ENG_DELIVER_MX_ADDRS_MAX 16u
+/* The shard's DNS cache: MX and address answers together. */
+#define ENG_DELIVER_DNS_CACHE_ENTRIES 4096u
+/* A resolved route is kept at least this long, so a TTL of 0 does not
+ * start a lookup for every job. */
+#define ENG_DELIVER_ROUTE_TTL_MIN_NS (1000ull * ENG_DELIVER_NS_PER_MS)
+/* The DNS server port when dns_servers gives none. */
+#define ENG_DELIVER_DNS_PORT 53u
+
+_Static_assert(ENG_CONFIG_DNS_SERVERS_MAX <= ENG_DNS_SERVERS_MAX,
+	       "every configured DNS server reaches the resolver");
+_Static_assert(ENG_DELIVER_MX_ADDRS_MAX >= ENG_DNS_ADDR_MAX, "one hop's addresses fit");
 
 enum eng_deliver_rcpt_state {
 	ENG_DELIVER_RCPT_WAITING = 0, /* no reply yet in this attempt */
@@ -66,10 +81,32 @@ struct eng_deliver_rcpt {
 	enum eng_deliver_rcpt_state state;
 };
 
+struct eng_deliver_job;
+
+/* One address of an MX-routed destination, and the hop it belongs to. */
+struct eng_deliver_mx_addr {
+	struct eng_dns_addr addr;
+	uint32_t hop_index;
+};
+
 struct eng_deliver_dest {
 	struct eng_dest dest;
 	struct eng_deliver_dest *hash_next;
 	struct eng_deliver_dest *all_next;
+	/* MX routing, for a domain without a static route. The address list
+	 * is a copy of the last OK route, so connections keep opening from
+	 * it while a refresh is in flight. */
+	bool is_resolving;		  /* route_query belongs to the cache */
+	uint32_t mx_addr_count;		  /* 0: nothing resolved yet */
+	uint32_t mx_addr_index;		  /* the next connection's address */
+	uint32_t mx_failures;		  /* connect failures in a row */
+	uint64_t mx_expires_ns;		  /* monotonic */
+	struct eng_deliver_job *dns_wait; /* jobs parked until the lookup ends */
+	struct eng_deliver_mx_addr mx_addrs[ENG_DELIVER_MX_ADDRS_MAX];
+	char mx_hosts[ENG_DNS_MX_MAX][ENG_DNS_NAME_SIZE];
+	/* XXX: about 9 KiB per destination; allocate it per lookup (or
+	 * from a pool) when destinations number in the 100k. */
+	struct eng_dns_route_query route_query;
 };
 
 struct eng_deliver_slot;
@@ -101,6 +138,8 @@ struct eng_deliver_slot {
 	bool is_waiting;
 	uint64_t wake_ns; /* monotonic, while is_waiting */
 	uint64_t connect_ms;
+	bool is_mx;		/* connected to mx_addr_index of its dest */
+	uint32_t mx_addr_index;
 	char mx_host[ENG_DOMAIN_SIZE];
 };
 
@@ -133,6 +172,8 @@ struct eng_deliver {
 	bool hook_added;
 	uint32_t random_state;
 	struct eng_bounce_table *bounce;
+	struct eng_dns *dns;
+	struct eng_dns_cache *dns_cache;
 	struct eng_deliver_dest *buckets[ENG_DELIVER_DEST_BUCKETS];
 	struct eng_deliver_dest *dests;
 	struct eng_deliver_slot *slots;
@@ -628,7 +669,8 @@ eng_deliver_job_finish(struct eng_deliver *d, struct eng_deliver_job *job)
 	eng_deliver_retry_push(d, job, job->next_attempt_ns);
 }
 
-/* Defer a whole job without a connection (no route). */
+/* Give every recipient of a job status without a connection (no route:
+ * deferred for 4xx, bounced for 5xx). */
 static void
 eng_deliver_job_defer(struct eng_deliver *d, struct eng_deliver_job *job,
 		      const struct smtp_status *status)
@@ -718,6 +760,36 @@ eng_deliver_close_is_failure(enum eng_conn_close_reason reason)
 	       reason == ENG_CONN_CLOSE_TIMEOUT || reason == ENG_CONN_CLOSE_NETWORK_ERROR;
 }
 
+static bool
+eng_deliver_close_is_connect_failure(enum eng_conn_close_reason reason)
+{
+	return reason == ENG_CONN_CLOSE_CONNECT_REFUSED ||
+	       reason == ENG_CONN_CLOSE_CONNECT_TIMEOUT || reason == ENG_CONN_CLOSE_CONNECT_FAILED;
+}
+
+/*
+ * MX fall-over: a connection to address failed_index of e could not
+ * connect, so the next connection goes to the next address in order
+ * (wrapping). Returns true (back the destination off) only when every
+ * address failed in a row; a failure of an address the destination has
+ * already moved past (connections opened together) changes nothing.
+ */
+static bool
+eng_deliver_mx_fall_over(struct eng_deliver_dest *e, uint32_t failed_index)
+{
+	if (e->mx_addr_count == 0)
+		return true;
+	ENG_ASSERT(e->mx_addr_index < e->mx_addr_count);
+	if (failed_index != e->mx_addr_index)
+		return false;
+	e->mx_addr_index = (failed_index + 1u) % e->mx_addr_count;
+	e->mx_failures++;
+	if (e->mx_failures < e->mx_addr_count)
+		return false;
+	e->mx_failures = 0;
+	return true;
+}
+
 static void
 eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 			const struct eng_conn_event *event)
@@ -728,6 +800,8 @@ eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 	}
 	bool failed = eng_deliver_close_is_failure(event->reason);
 	d->stats.connections_failed += failed;
+	if (slot->is_mx && !slot->is_up && eng_deliver_close_is_connect_failure(event->reason))
+		failed = eng_deliver_mx_fall_over(slot->dest, slot->mx_addr_index);
 	eng_dest_connection_closed(&slot->dest->dest, d->node, failed, eng_now_monotonic_ns());
 	slot->dest = NULL;
 	slot->is_waiting = false;
@@ -766,6 +840,8 @@ eng_deliver_conn_event(void *ctx, struct eng_conn *conn, const struct eng_conn_e
 		if (!slot->is_up) {
 			slot->is_up = true;
 			eng_dest_connection_up(&slot->dest->dest);
+			if (slot->is_mx)
+				slot->dest->mx_failures = 0;
 		}
 		if (slot->job != NULL) {
 			eng_deliver_job_finish(d, slot->job);
@@ -809,6 +885,18 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 	int ret = -EHOSTUNREACH;
 	struct sockaddr_storage addr;
 	socklen_t addr_len = 0;
+	slot->is_mx = false;
+	if (route == NULL && dest->mx_addr_count > 0) {
+		ENG_ASSERT(dest->mx_addr_index < dest->mx_addr_count);
+		const struct eng_deliver_mx_addr *mx = &dest->mx_addrs[dest->mx_addr_index];
+		ENG_ASSERT(mx->hop_index < ENG_DNS_MX_MAX);
+		addr_len = (socklen_t)eng_dns_addr_to_sockaddr(&mx->addr, cfg->engine.smtp_port,
+							       &addr);
+		ret = 0;
+		slot->is_mx = true;
+		slot->mx_addr_index = dest->mx_addr_index;
+		snprintf(slot->mx_host, sizeof(slot->mx_host), "%s", dest->mx_hosts[mx->hop_index]);
+	}
 	if (route != NULL && route->host_count > 0) {
 		/* XXX: the first host only; the next after a failure, and names
 		 * through eng_dns, come with MX routing. */
@@ -842,22 +930,142 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 
 /* ---- the schedule hook ---- */
 
-/* Route a due job: onto its destination, or deferred without a route. */
+/* ---- MX routing ---- */
+
+/* The local status of a failed route: the enhanced code is the one of
+ * eng_dns_status_enhanced (5.1.2, 5.1.10, 5.4.4 or 4.4.3). */
+static struct smtp_status
+eng_deliver_dns_status(enum eng_dns_status status)
+{
+	const char *enhanced = eng_dns_status_enhanced(status);
+	ENG_ASSERT(enhanced != NULL);
+	char *end = NULL;
+	unsigned long status_class = strtoul(enhanced, &end, 10);
+	unsigned long subject = strtoul(end + 1, &end, 10);
+	unsigned long detail = strtoul(end + 1, &end, 10);
+	ENG_ASSERT(*end == '\0');
+	ENG_ASSERT(status_class == 4 || status_class == 5);
+	const char *text = status == ENG_DNS_NXDOMAIN	? "domain not found (NXDOMAIN)"
+			   : status == ENG_DNS_NULL_MX	? "domain does not accept mail (null MX)"
+			   : status == ENG_DNS_NO_ADDRESS ? "no address for any MX host"
+							  : "MX lookup failed temporarily";
+	struct smtp_status out = eng_deliver_local_status(status_class == 5 ? 550 : 451,
+							  (uint16_t)subject, (uint16_t)detail, text);
+	ENG_ASSERT(out.enhanced.status_class == status_class);
+	return out;
+}
+
+/* Keep the addresses of an OK route, hop by hop in order. */
+static void
+eng_deliver_mx_store(struct eng_deliver_dest *e, const struct eng_dns_route *route,
+		     uint64_t now_ns)
+{
+	ENG_ASSERT(route->status == ENG_DNS_OK);
+	ENG_ASSERT(route->hop_count <= ENG_DNS_MX_MAX);
+	uint32_t count = 0;
+	for (uint32_t h = 0; h < route->hop_count; h++) {
+		const struct eng_dns_hop *hop = &route->hops[h];
+		snprintf(e->mx_hosts[h], sizeof(e->mx_hosts[h]), "%s", hop->host);
+		for (uint32_t a = 0; a < hop->addr_count && count < ENG_DELIVER_MX_ADDRS_MAX; a++) {
+			e->mx_addrs[count].addr = hop->addr[a];
+			e->mx_addrs[count].hop_index = h;
+			count++;
+		}
+	}
+	e->mx_addr_count = count;
+	e->mx_addr_index = 0;
+	e->mx_failures = 0;
+	e->mx_expires_ns = ENG_MAX(route->expires_ns, now_ns + ENG_DELIVER_ROUTE_TTL_MIN_NS);
+}
+
+/*
+ * The lookup of e ended with status: its parked jobs go onto the
+ * destination (OK), bounce (permanent) or are deferred on the retry
+ * schedule (TEMPFAIL; the destination itself is not backed off). While
+ * stopping they only go back on the retry list, to be freed.
+ */
+static void
+eng_deliver_route_apply(struct eng_deliver *d, struct eng_deliver_dest *e,
+			enum eng_dns_status status)
+{
+	ENG_ASSERT(!e->is_resolving);
+	uint64_t now_ns = eng_now_monotonic_ns();
+	if (status == ENG_DNS_OK)
+		eng_deliver_mx_store(e, &e->route_query.route, now_ns);
+	if (status == ENG_DNS_OK && e->mx_addr_count == 0)
+		status = ENG_DNS_NO_ADDRESS; /* an OK route always has one; be safe */
+	struct eng_deliver_job *list = e->dns_wait;
+	e->dns_wait = NULL;
+	/* Bounded: the list was detached; nothing below parks a job again. */
+	while (list != NULL) {
+		struct eng_deliver_job *job = list;
+		list = job->retry_next;
+		job->retry_next = NULL;
+		if (d->is_stopping) {
+			eng_deliver_retry_push(d, job, job->next_attempt_ns);
+		} else if (status == ENG_DNS_OK) {
+			eng_dest_push(&e->dest, &job->job);
+		} else if (!eng_deliver_reserve(d, job)) {
+			eng_deliver_retry_push(d, job, 0); /* the pool frees up with acks */
+		} else {
+			struct smtp_status failure = eng_deliver_dns_status(status);
+			eng_deliver_job_defer(d, job, &failure);
+		}
+	}
+}
+
+static void
+eng_deliver_resolved(struct eng_dns_route_query *route_query, enum eng_dns_status status)
+{
+	struct eng_deliver *d = route_query->ctx;
+	struct eng_deliver_dest *e =
+		ENG_CONTAINER_OF(route_query, struct eng_deliver_dest, route_query);
+	ENG_ASSERT(d != NULL);
+	ENG_ASSERT(e->is_resolving);
+	e->is_resolving = false;
+	eng_deliver_route_apply(d, e, status);
+}
+
+/* Start the route lookup of e (one in flight per destination). */
+static void
+eng_deliver_resolve(struct eng_deliver *d, struct eng_deliver_dest *e, uint64_t now_ns)
+{
+	ENG_ASSERT(!e->is_resolving);
+	ENG_ASSERT(d->dns_cache != NULL);
+	e->route_query.ctx = d;
+	e->is_resolving = true;
+	enum eng_dns_start start = eng_dns_route_resolve(d->dns_cache, e->dest.domain,
+							 e->dest.domain_len, now_ns,
+							 &e->route_query, eng_deliver_resolved);
+	if (start == ENG_DNS_START_PENDING)
+		return;
+	e->is_resolving = false;
+	/* Not a valid host name: it cannot exist either. */
+	eng_deliver_route_apply(d, e,
+				start == ENG_DNS_START_DONE ? e->route_query.route.status
+							    : ENG_DNS_NXDOMAIN);
+}
+
+/* Route a due job: a static route, else the destination's MX addresses,
+ * else park it and look the domain up. */
 static void
 eng_deliver_route(struct eng_deliver *d, struct eng_deliver_job *job)
 {
-	struct eng_dest *dest = &job->dest->dest;
+	struct eng_deliver_dest *e = job->dest;
+	struct eng_dest *dest = &e->dest;
 	if (eng_config_route(*d->config, dest->domain, dest->domain_len) != NULL) {
 		eng_dest_push(dest, &job->job);
 		return;
 	}
-	if (!eng_deliver_reserve(d, job)) {
-		eng_deliver_retry_push(d, job, 0); /* the pool frees up with acks */
+	uint64_t now_ns = eng_now_monotonic_ns();
+	if (e->mx_addr_count > 0 && now_ns < e->mx_expires_ns) {
+		eng_dest_push(dest, &job->job);
 		return;
 	}
-	struct smtp_status status =
-		eng_deliver_local_status(451, 4, 3, "no route (MX lookup not wired yet)");
-	eng_deliver_job_defer(d, job, &status);
+	job->retry_next = e->dns_wait;
+	e->dns_wait = job;
+	if (!e->is_resolving)
+		eng_deliver_resolve(d, e, now_ns);
 }
 
 static void
@@ -951,6 +1159,42 @@ eng_deliver_hook(void *ctx)
 
 /* ---- create, stop, destroy ---- */
 
+/* The shard's resolver: [engine] dns_servers, else /etc/resolv.conf. */
+static struct eng_dns *
+eng_deliver_dns_create(struct ring *ring, const struct eng_engine *engine, char *err,
+		       size_t err_size)
+{
+	char text[ENG_CONFIG_DNS_SERVERS_MAX][ENG_DOMAIN_SIZE + 16u];
+	const char *servers[ENG_CONFIG_DNS_SERVERS_MAX + 1u];
+	uint32_t count = engine->dns_server_count;
+	ENG_ASSERT(count <= ENG_CONFIG_DNS_SERVERS_MAX);
+	for (uint32_t i = 0; i < count; i++) {
+		const struct eng_hostport *hp = &engine->dns_servers[i];
+		unsigned port = hp->port != 0 ? hp->port : ENG_DELIVER_DNS_PORT;
+		if (hp->kind == ENG_HOST_IPV6)
+			snprintf(text[i], sizeof(text[i]), "[%s]:%u", hp->host, port);
+		else
+			snprintf(text[i], sizeof(text[i]), "%s:%u", hp->host, port);
+		servers[i] = text[i];
+	}
+	servers[count] = NULL;
+	struct eng_dns_options options = { .keep_sockets_open = true };
+	return eng_dns_create(ring, count > 0 ? servers : NULL, &options, err, err_size);
+}
+
+/* Destroy the resolver (pending lookups end TEMPFAIL: their jobs go back
+ * on the retry list) and then the cache. */
+static void
+eng_deliver_dns_close(struct eng_deliver *d)
+{
+	ENG_ASSERT(d->is_stopping || d->dns == NULL);
+	if (d->dns != NULL)
+		eng_dns_destroy(d->dns);
+	d->dns = NULL;
+	eng_dns_cache_destroy(d->dns_cache);
+	d->dns_cache = NULL;
+}
+
 static int
 eng_deliver_open_log(struct eng_deliver *d, const char *path, char *err, size_t err_size)
 {
@@ -991,6 +1235,15 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 		return NULL;
 	}
 	if (eng_deliver_open_log(d, (*config)->engine.delivery_log, err, err_size) < 0) {
+		eng_deliver_destroy(d);
+		return NULL;
+	}
+	d->dns = eng_deliver_dns_create(ring, &(*config)->engine, err, err_size);
+	struct eng_dns_cache_params cache_params = { .entries_max = ENG_DELIVER_DNS_CACHE_ENTRIES };
+	if (d->dns != NULL)
+		d->dns_cache = eng_dns_cache_create(d->dns, &cache_params, err, err_size);
+	if (d->dns_cache == NULL) {
+		d->is_stopping = true;
 		eng_deliver_destroy(d);
 		return NULL;
 	}
@@ -1037,6 +1290,8 @@ eng_deliver_stop(struct eng_deliver *d)
 		if (eng_conn_state(&d->slots[i].conn) != ENG_CONN_STATE_FREE)
 			eng_conn_abort(&d->slots[i].conn);
 	}
+	/* Lookups first: a pending one only parks jobs (is_stopping). */
+	eng_deliver_dns_close(d);
 	for (uint32_t turns = 0; turns < ENG_DELIVER_STOP_TURNS; turns++) {
 		bool busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES ||
 			    d->timer_op.in_flight;
@@ -1063,6 +1318,14 @@ eng_deliver_free_jobs(struct eng_deliver *d)
 	}
 	for (struct eng_deliver_dest *e = d->dests; e != NULL;) {
 		struct eng_deliver_dest *next = e->all_next;
+		ENG_ASSERT(!e->is_resolving);
+		for (struct eng_deliver_job *job = e->dns_wait; job != NULL;) {
+			struct eng_deliver_job *after = job->retry_next;
+			job->reserved = 0;
+			eng_deliver_job_free(job);
+			job = after;
+		}
+		e->dns_wait = NULL;
 		for (struct eng_job *j = e->dest.head; j != NULL;) {
 			struct eng_job *after = j->next;
 			struct eng_deliver_job *job =
@@ -1088,6 +1351,8 @@ eng_deliver_destroy(struct eng_deliver *d)
 	bool is_busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES;
 	if (d->hook_added && is_busy)
 		return; /* ops in flight may still point into d: leak it */
+	d->is_stopping = true;
+	eng_deliver_dns_close(d);
 	eng_deliver_free_jobs(d);
 	if (d->recover_msg != NULL)
 		eng_deliver_msg_unref(d->recover_msg);

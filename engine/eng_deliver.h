@@ -9,8 +9,16 @@
  *   recovery callback -> eng_deliver_recovered(): copy the message once
  *     (refcounted), add the recipient to a job of its domain (at most
  *     max_recipients_per_transaction per job); jobs wait on the retry list.
- *   every loop turn (a ring hook): due retry jobs are routed (static route,
- *     else deferred "no route") and queued on their eng_dest; destinations
+ *   every loop turn (a ring hook): due retry jobs are routed and queued on
+ *     their eng_dest: a static route; else the destination's MX addresses
+ *     (eng_dns_route_resolve on the shard's resolver and cache, one lookup
+ *     in flight per destination, jobs parked until it ends, the address
+ *     list kept until its TTL): NXDOMAIN bounces 5.1.2, null MX 5.1.10, no
+ *     address 5.4.4, TEMPFAIL defers 4.4.3 on the retry schedule without
+ *     backing the destination off. MX connections go to [engine] smtp_port
+ *     of the current address; a refused or timed-out connect moves the
+ *     destination to the next address in order (wrapping), and only a
+ *     full round of failures backs it off. Destinations
  *     with work open connections (eng_dest_want_connection); READY
  *     connections take jobs (eng_dest_next_job).
  *   connection events map to outcomes: 2xx delivered, 5xx bounced, 4xx (or
@@ -34,8 +42,8 @@
  *
  * XXX: a recipient is delivered by the shard that holds its message; the
  * hand-off to the owner shard (eng_domain_owner) through the mailbox is the
- * next step. XXX: no MX lookup yet (domains without a static route are
- * deferred), no expiry at max_queue_lifetime, no DSNs, no TLS.
+ * next step. XXX: no expiry at max_queue_lifetime, no DSNs, no TLS; names
+ * in static routes are not resolved yet (IP literals only).
  */
 #ifndef ENG_DELIVER_H
 #define ENG_DELIVER_H
@@ -78,7 +86,8 @@ struct eng_deliver_stats {
 /*
  * Create a shard's delivery state on ring: the connection pool, the
  * outcome pool, the delivery log (config->engine.delivery_log, opened
- * O_APPEND; none if empty) and the schedule hook on ring. *config is the
+ * O_APPEND; none if empty), the shard's resolver ([engine] dns_servers,
+ * else /etc/resolv.conf) and DNS cache, and the schedule hook on ring. *config is the
  * shard's config pointer, read on every use (a reload replaces it). node
  * is the node-wide connection limit. Call before spool_open (recovery hands
  * recipients in), then eng_deliver_attach_spool. Returns NULL with one line
@@ -96,7 +105,8 @@ void eng_deliver_attach_spool(struct eng_deliver *deliver, struct spool *spool);
 void eng_deliver_recovered(struct eng_deliver *deliver, const struct spool_recovered *rcpt);
 
 /*
- * Stop: abort every connection and run the ring until each is CLOSED and
+ * Stop: destroy the resolver (pending lookups leave their jobs for the
+ * next start), abort every connection and run the ring until each is CLOSED and
  * every outcome op was acknowledged (bounded). The spool stays open; close
  * it after this. Then eng_deliver_destroy.
  */
