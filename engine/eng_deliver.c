@@ -965,7 +965,10 @@ eng_deliver_mx_store(struct eng_deliver_dest *e, const struct eng_dns_route *rou
 	uint32_t count = 0;
 	for (uint32_t h = 0; h < route->hop_count; h++) {
 		const struct eng_dns_hop *hop = &route->hops[h];
-		snprintf(e->mx_hosts[h], sizeof(e->mx_hosts[h]), "%s", hop->host);
+		/* route may live inside e: copy with memmove, never snprintf. */
+		size_t n = strnlen(hop->host, sizeof(e->mx_hosts[h]) - 1);
+		memmove(e->mx_hosts[h], hop->host, n);
+		e->mx_hosts[h][n] = '\0';
 		for (uint32_t a = 0; a < hop->addr_count && count < ENG_DELIVER_MX_ADDRS_MAX; a++) {
 			e->mx_addrs[count].addr = hop->addr[a];
 			e->mx_addrs[count].hop_index = h;
