@@ -137,6 +137,8 @@ struct eng_deliver_slot {
 	bool is_up;
 	bool is_waiting;
 	uint64_t wake_ns; /* monotonic, while is_waiting */
+	bool is_idle;		/* READY with nothing to send; counted in idle_connections */
+	uint64_t idle_until_ns; /* monotonic, while is_idle: then QUIT */
 	uint64_t connect_ms;
 	bool is_mx;		/* connected to mx_addr_index of its dest */
 	uint32_t mx_addr_index;
@@ -485,7 +487,9 @@ eng_deliver_log_line(struct eng_deliver *d, const struct eng_deliver_outcome *op
 		.transaction_ms = op->transaction_ms,
 		.tls = NULL,
 	};
-	if (op->event != ENG_LOG_DELIVERY)
+	if (op->event == ENG_LOG_EXPIRATION)
+		rec.category = ENG_BOUNCE_MESSAGE_EXPIRED;
+	else if (op->event != ENG_LOG_DELIVERY)
 		rec.category = eng_bounce_classify(d->bounce, op->code, op->enhanced, op->text,
 						   op->text_len, NULL);
 	size_t len = eng_log_format(&rec, d->log_buf, sizeof(d->log_buf));
@@ -596,6 +600,19 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 					      .state = (uint16_t)state,
 					      .time_ns = now_ns };
 	op->attempt = r->deferrals + 1u;
+	struct smtp_status expired_status;
+	uint64_t lifetime_ns = (*d->config)->engine.max_queue_lifetime_ns;
+	if (state == SPOOL_RCPT_DEFERRED && lifetime_ns > 0 &&
+	    job->msg->created_ns + lifetime_ns < now_ns) {
+		/* Too old to retry: final, with the reply kept and 4.4.7. */
+		state = SPOOL_RCPT_EXPIRED;
+		op->outcome.state = (uint16_t)state;
+		expired_status = *status;
+		expired_status.enhanced.status_class = 4;
+		expired_status.enhanced.subject = 4;
+		expired_status.enhanced.detail = 7;
+		status = &expired_status;
+	}
 	if (state == SPOOL_RCPT_DEFERRED) {
 		r->deferrals++;
 		op->outcome.time_ns = now_ns + eng_config_retry_delay_ns(*d->config, r->deferrals,
@@ -606,6 +623,7 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 	r->state = is_deferred ? ENG_DELIVER_RCPT_DEFERRED : ENG_DELIVER_RCPT_FINAL;
 	op->event = state == SPOOL_RCPT_DELIVERED  ? ENG_LOG_DELIVERY
 		    : state == SPOOL_RCPT_BOUNCED ? ENG_LOG_BOUNCE
+		    : state == SPOOL_RCPT_EXPIRED ? ENG_LOG_EXPIRATION
 						  : ENG_LOG_TRANSIENT_FAILURE;
 	d->stats.delivered += state == SPOOL_RCPT_DELIVERED;
 	d->stats.bounced += state == SPOOL_RCPT_BOUNCED;
@@ -708,9 +726,20 @@ eng_deliver_smtp_message(struct eng_deliver_job *job)
 
 /* A READY connection: send the next job, wait, or quit. */
 static void
+eng_deliver_slot_unidle(struct eng_deliver_slot *slot)
+{
+	if (!slot->is_idle)
+		return;
+	ENG_ASSERT(slot->dest->dest.idle_connections > 0);
+	slot->dest->dest.idle_connections--;
+	slot->is_idle = false;
+}
+
+static void
 eng_deliver_slot_next(struct eng_deliver *d, struct eng_deliver_slot *slot)
 {
 	ENG_ASSERT(slot->job == NULL);
+	ENG_ASSERT(!slot->is_idle);
 	slot->is_waiting = false;
 	for (uint32_t tries = 0; tries < ENG_DELIVER_READY_TRIES; tries++) {
 		struct eng_job *next = NULL;
@@ -724,8 +753,17 @@ eng_deliver_slot_next(struct eng_deliver *d, struct eng_deliver_slot *slot)
 			slot->wake_ns = wake_ns;
 			return;
 		}
+		uint64_t idle_ns = slot->dest->dest.settings.idle_timeout_ns;
+		if (action == ENG_DEST_IDLE && idle_ns > 0) {
+			/* Kept open for the next burst; the hook quits it after
+			 * idle_timeout or hands it a newly queued job. */
+			ENG_ASSERT(!slot->is_idle);
+			slot->is_idle = true;
+			slot->idle_until_ns = eng_now_monotonic_ns() + idle_ns;
+			slot->dest->dest.idle_connections++;
+			return;
+		}
 		if (action != ENG_DEST_SEND) {
-			/* XXX: IDLE quits at once; keep it for idle_timeout. */
 			eng_conn_quit(&slot->conn);
 			return;
 		}
@@ -798,6 +836,7 @@ eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 		eng_deliver_job_finish(d, slot->job);
 		slot->job = NULL;
 	}
+	eng_deliver_slot_unidle(slot); /* an idle one closed by the server or a stop */
 	bool failed = eng_deliver_close_is_failure(event->reason);
 	d->stats.connections_failed += failed;
 	if (slot->is_mx && !slot->is_up && eng_deliver_close_is_connect_failure(event->reason))
@@ -924,6 +963,7 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 	slot->messages_sent = 0;
 	slot->is_up = false;
 	slot->is_waiting = false;
+	slot->is_idle = false;
 	d->slots_open++;
 	d->stats.connections_opened++;
 }
@@ -1108,6 +1148,34 @@ eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *w
 	}
 }
 
+/* Idle connections: a job queued on their destination is sent (the READY
+ * handling), an idle_timeout that passed quits them. */
+static void
+eng_deliver_run_idle(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
+{
+	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
+		struct eng_deliver_slot *slot = &d->slots[i];
+		if (!slot->is_idle)
+			continue;
+		ENG_ASSERT(slot->job == NULL && eng_conn_is_ready(&slot->conn));
+		if (!eng_dest_is_empty(&slot->dest->dest)) {
+			eng_deliver_slot_unidle(slot);
+			eng_deliver_slot_next(d, slot);
+			if (slot->is_waiting)
+				*wake_ns = ENG_MIN(*wake_ns, slot->wake_ns);
+			if (slot->is_idle)
+				*wake_ns = ENG_MIN(*wake_ns, slot->idle_until_ns);
+			continue;
+		}
+		if (slot->idle_until_ns <= now_ns) {
+			eng_deliver_slot_unidle(slot);
+			eng_conn_quit(&slot->conn);
+			continue;
+		}
+		*wake_ns = ENG_MIN(*wake_ns, slot->idle_until_ns);
+	}
+}
+
 static void
 eng_deliver_timer_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 {
@@ -1139,6 +1207,9 @@ eng_deliver_hook(void *ctx)
 	uint64_t mono_ns = eng_now_monotonic_ns();
 	eng_deliver_run_retries(d, real_ns);
 	uint64_t wake_ns = UINT64_MAX; /* monotonic */
+	/* Idle connections first: queued jobs go to them, and only the rest
+	 * (queued_count > idle_connections) open new ones. */
+	eng_deliver_run_idle(d, mono_ns, &wake_ns);
 	eng_deliver_open_connections(d, mono_ns, &wake_ns);
 	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
@@ -1290,6 +1361,7 @@ eng_deliver_stop(struct eng_deliver *d)
 	 * retry delay, so after a restart it waits that delay; a shutdown
 	 * should not count as an attempt. */
 	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
+		eng_deliver_slot_unidle(&d->slots[i]);
 		if (eng_conn_state(&d->slots[i].conn) != ENG_CONN_STATE_FREE)
 			eng_conn_abort(&d->slots[i].conn);
 	}

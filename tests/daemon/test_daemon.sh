@@ -89,9 +89,15 @@ CONF
 	kill -HUP "$DPID"
 	check "SIGHUP names a change that needs a restart" "expect '*shards*needs a restart*'"
 	check "SIGTERM after reloads exits 0" "stop"
+	# The fixture's messages are from 2024: recipients deferred (DNS points
+	# at a dead port) are past max_queue_lifetime and expire (their
+	# segments are then reclaimed). None may be lost: those still live in
+	# the spool plus those logged as expired are the 8.
 	live=$("$build/tools/ringmail-spool" -d "$work/spool" --json stats |
 		python3 -c 'import json,sys; r=json.load(sys.stdin)["recipients"]; print(r["pending"]+r["deferred"])')
-	check "the 8 live recipients are still in the spool after the stop" "[ \"$live\" = 8 ]"
+	expired=$(grep -c '"type":"Expiration"' ringmail-delivery.log 2>/dev/null)
+	check "the 8 live recipients are live or logged as expired, none lost" \
+		"[ \$((live + expired)) -eq 8 ]"
 else
 	echo "# make_spool unavailable (no io_uring?)"
 fi

@@ -66,6 +66,12 @@ sink_messages() {
 	tr '\r' '\n' <sink.out | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1
 }
 
+# The sink's latest "sess=" counter: SMTP sessions it accepted (plus the
+# readiness probe of start_sink).
+sink_sessions() {
+	tr '\r' '\n' <sink.out | sed -n 's/.*sess=\([0-9]*\).*/\1/p' | tail -n 1
+}
+
 # Start the daemon with "$@" as a coprocess; wait for the started line.
 start() {
 	coproc RM { exec "$ringmail" "$@" 2>&1; }
@@ -128,6 +134,7 @@ spool_dir = $work/$1
 delivery_log = $work/delivery.log
 retry_schedule = 1s
 retry_jitter = 0
+${2:-}
 
 [route sink]
 domains = *
@@ -146,6 +153,9 @@ check "300 Delivery lines in the delivery log" "wait_log Delivery 300"
 check "SIGTERM stops it with exit 0" "stop"
 stop_sink
 check "smtp-sink received 300 messages" "[ \"\$(sink_messages)\" = 300 ]"
+# 3 domains x max_connections 20 (default), + 1 probe: connections are
+# reused for later jobs, not opened per message.
+check "at most 61 SMTP sessions for 300 messages" "[ \"\$(sink_sessions)\" -le 61 ]"
 check "no bounce or deferral logged" "[ \"\$(log_count Bounce)\" = 0 ] && [ \"\$(log_count TransientFailure)\" = 0 ]"
 check "the spool has 0 live recipients" "[ \"\$(live_recipients \"$work/spool\")\" = 0 ]"
 check "a restart recovers 0 recipients" "start -c ringmail.conf && [[ \"\$started\" == *' 0 recipients to deliver'* ]]"
@@ -177,6 +187,10 @@ check "every recipient deferred twice (a retry ran)" "wait_log TransientFailure 
 check "second attempts are logged as attempt 2" "grep -q '\"attempt\":2' delivery.log"
 check "SIGTERM stops it with exit 0" "stop"
 stop_sink
+# The retry (1 s later, within idle_timeout 5 s) went over the idle
+# connections of the first attempt: no new sessions for it.
+check "the retry reused idle connections (<= 61 sessions)" "[ \"\$(sink_sessions)\" -le 61 ]"
+check "no Expiration within the default 5d lifetime" "[ \"\$(log_count Expiration)\" = 0 ]"
 check "no Bounce or Delivery for deferred recipients" \
 	"[ \"\$(log_count Bounce)\" = 0 ] && [ \"\$(log_count Delivery)\" = 0 ]"
 check "deferred recipients stay live in the spool" "[ \"\$(live_recipients \"$work/spool4\")\" = 30 ]"
@@ -189,6 +203,26 @@ check "SIGTERM stops it with exit 0" "stop"
 stop_sink
 check "smtp-sink received 30 messages" "[ \"\$(sink_messages)\" = 30 ]"
 check "nothing live left" "[ \"\$(live_recipients \"$work/spool4\")\" = 0 ]"
+
+# 4. As 3, but max_queue_lifetime = 3s: deferred recipients older than
+# that are not retried but expire (final, 4.4.7, message-expired).
+rm -f delivery.log
+"$spool_tool" -d "$work/spool4x" load --shards 1 --count 30 --domains 3 >/dev/null
+check "smtp-sink deferring RCPT listens (expiry)" "start_sink -r RCPT"
+write_config spool4x "max_queue_lifetime = 3s"
+check "starts on the fourth spool" "start -c ringmail.conf"
+check "30 Expiration lines in the delivery log" "wait_log Expiration 30"
+sleep 2.5
+check "no recipient is retried after it expired" "[ \"\$(log_count Expiration)\" = 30 ]"
+check "SIGTERM stops it with exit 0" "stop"
+stop_sink
+check "Expiration lines carry 4.4.7 and message-expired" \
+	"[ \"\$(grep '\"type\":\"Expiration\"' delivery.log | grep '\"enhanced\":\"4.4.7\"' | grep -c '\"category\":\"message-expired\"')\" = 30 ]"
+check "no Bounce or Delivery for expired recipients" \
+	"[ \"\$(log_count Bounce)\" = 0 ] && [ \"\$(log_count Delivery)\" = 0 ]"
+check "expired recipients are final in the spool" "[ \"\$(live_recipients \"$work/spool4x\")\" = 0 ]"
+check "a restart recovers 0 recipients" "start -c ringmail.conf && [[ \"\$started\" == *' 0 recipients to deliver'* ]]"
+check "SIGTERM after the restart exits 0" "stop"
 
 echo "1..$n"
 [ $failed -eq 0 ]
