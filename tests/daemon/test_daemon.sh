@@ -6,6 +6,8 @@
 #
 #   test_daemon.sh BUILD_DIR
 set -uo pipefail
+# Sourced before any cd: the path may be relative.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build="$1"
 ringmail="$build/engine/ringmail"
 make_spool="$build/tests/tools/make_spool"
@@ -15,44 +17,6 @@ mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
-
-# Start the daemon with "$@" as a coprocess; wait for the started line.
-start() {
-	coproc RM { exec "$ringmail" "$@" 2>&1; }
-	DPID=$RM_PID
-	exec {RM_OUT}<&"${RM[0]}"
-	started=""
-	while IFS= read -r -t 60 -u "$RM_OUT" line; do
-		echo "# $line"
-		case "$line" in
-		*"ringmail: started"*) started="$line"; return 0 ;;
-		esac
-	done
-	return 1
-}
-
-# Read output lines until one matches $1 (glob), 30 s at most.
-expect() {
-	while IFS= read -r -t 30 -u "$RM_OUT" line; do
-		echo "# $line"
-		case "$line" in $1) return 0 ;; esac
-	done
-	return 1
-}
-
-stop() {
-	kill -TERM "$DPID"
-	expect "*ringmail: stopped*"
-	local seen=$?
-	wait "$DPID"
-	local rc=$?
-	[ $seen -eq 0 ] && [ $rc -eq 0 ]
-}
 
 echo "TAP version 13"
 

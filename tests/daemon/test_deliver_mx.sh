@@ -11,6 +11,8 @@
 #
 #   test_deliver_mx.sh BUILD_DIR
 set -uo pipefail
+# Sourced before any cd: the path may be relative.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=$(cd "$1" && pwd)
 ringmail="$build/engine/ringmail"
 spool_tool="$build/tools/ringmail-spool"
@@ -26,11 +28,6 @@ cleanup() {
 	rm -rf "$work"
 }
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
 
 echo "TAP version 13"
 dnsmasq_bin=""
@@ -106,54 +103,6 @@ start_sink() {
 		sleep 0.1
 	done
 	return 1
-}
-
-stop_sink() {
-	kill -TERM "$SINK_PID" 2>/dev/null
-	wait "$SINK_PID" 2>/dev/null
-	SINK_PID=""
-}
-
-sink_messages() {
-	tr '\r' '\n' <sink.out | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1
-}
-
-start() {
-	coproc RM { exec "$ringmail" "$@" 2>&1; }
-	DPID=$RM_PID
-	exec {RM_OUT}<&"${RM[0]}"
-	started=""
-	while IFS= read -r -t 60 -u "$RM_OUT" line; do
-		echo "# $line"
-		case "$line" in
-		*"ringmail: started"*) started="$line"; return 0 ;;
-		esac
-	done
-	return 1
-}
-
-expect() {
-	while IFS= read -r -t 30 -u "$RM_OUT" line; do
-		echo "# $line"
-		case "$line" in $1) return 0 ;; esac
-	done
-	return 1
-}
-
-stop() {
-	kill -TERM "$DPID"
-	expect "*ringmail: stopped*"
-	local seen=$?
-	wait "$DPID"
-	local rc=$?
-	DPID=""
-	[ $seen -eq 0 ] && [ $rc -eq 0 ]
-}
-
-log_count() {
-	local count
-	count=$(grep -c "\"type\":\"$1\"" delivery.log 2>/dev/null)
-	echo "${count:-0}"
 }
 
 # Lines of the delivery log of type $1 that also contain $2.
