@@ -2308,6 +2308,28 @@ eng_config_load_buffer(const char *name, const char *text, size_t len, struct en
 	return result;
 }
 
+const char eng_config_builtin_text[] =
+	"; ringmail built-in configuration (ringmail without -c)\n"
+	"[engine]\n"
+	"spool_dir = ringmail-spool\n"
+	"delivery_log = ringmail-delivery.log\n"
+	"\n"
+	"; .test is reserved (RFC 6761): these domains never resolve, so the\n"
+	"; demo's messages can only reach the local sink ./tools/demo starts.\n"
+	"[route demo]\n"
+	"domains = .ringmail.test\n"
+	"hosts = 127.0.0.1:2626\n"
+	"\n"
+	"[listener default]\n";
+
+int
+eng_config_load_builtin(struct eng_config *cfg, char *err, size_t err_size)
+{
+	ENG_ASSERT(cfg != NULL);
+	return eng_config_load_buffer("(built-in configuration)", eng_config_builtin_text,
+				      sizeof(eng_config_builtin_text) - 1, cfg, err, err_size);
+}
+
 int
 eng_config_load_string(const char *name, const char *text, struct eng_config *cfg, char *err,
 		       size_t err_size)

@@ -168,6 +168,8 @@ struct eng_listener {
 	uint64_t command_timeout_ns;
 	uint64_t data_timeout_ns;
 	uint64_t session_deadline_ns;
+	uint64_t greeting_delay_ns;	/* early-talker check before the 220; 0 = none */
+	char auth_file[ENG_CONFIG_PATH_SIZE]; /* user:crypt-hash lines; "" = no AUTH */
 	uint64_t set_mask;		/* private */
 };
 
@@ -241,6 +243,18 @@ int eng_config_load_buffer(const char *name, const char *text, size_t len, struc
 			   char *err, size_t err_size) ENG_WARN_UNUSED;
 
 void eng_config_free(struct eng_config *cfg);
+
+/*
+ * What `ringmail` runs without -c: eng_config_builtin_text parsed like a
+ * file. A laptop set-up for the demo (./tools/demo): spool and delivery
+ * log in the working directory (ringmail-spool/, ringmail-delivery.log),
+ * the default listener on 127.0.0.1:2525, and one static route sending
+ * the domains under ringmail.test (RFC 6761 reserves .test: they never
+ * resolve) to a local sink on 127.0.0.1:2626. Every other domain goes by
+ * MX. Returns 0, or -errno with one line in err (a bug: the text is ours).
+ */
+extern const char eng_config_builtin_text[];
+int eng_config_load_builtin(struct eng_config *cfg, char *err, size_t err_size) ENG_WARN_UNUSED;
 
 /*
  * Effective settings for a destination domain (ptr, len; not

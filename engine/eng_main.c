@@ -76,11 +76,9 @@ eng_load_config(const char *path)
 		fprintf(stderr, "ringmail: out of memory\n");
 		return NULL;
 	}
-	if (path == NULL) {
-		eng_config_default(cfg);
-		return cfg;
-	}
-	if (eng_config_load_file(path, cfg, err, sizeof(err)) < 0) {
+	int rc = path == NULL ? eng_config_load_builtin(cfg, err, sizeof(err))
+			      : eng_config_load_file(path, cfg, err, sizeof(err));
+	if (rc < 0) {
 		fprintf(stderr, "ringmail: %s\n", err);
 		free(cfg);
 		return NULL;

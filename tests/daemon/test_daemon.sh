@@ -22,7 +22,7 @@ echo "TAP version 13"
 
 # 1. Built-in default: starts in the working directory, stops cleanly.
 check "starts on the built-in configuration" "start"
-check "the spool is created in the working directory" "[ -d spool/0/msg ] && [ -d spool/0/journal ]"
+check "the spool is created in the working directory" "[ -d ringmail-spool/0/msg ] && [ -d ringmail-spool/0/journal ]"
 kill -HUP "$DPID"
 check "SIGHUP on the built-in configuration is explained" "expect '*nothing to reload*'"
 check "SIGTERM stops it with exit 0" "stop"

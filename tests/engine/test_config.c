@@ -110,6 +110,26 @@ Test(config, builtin_default_runs_without_a_file)
 	eng_config_free(&cfg); /* harmless twice */
 }
 
+Test(config, builtin_configuration_routes_the_demo_domains_to_the_local_sink)
+{
+	struct eng_config cfg;
+	char err[ENG_CONFIG_ERROR_SIZE];
+	cr_assert_eq(eng_config_load_builtin(&cfg, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.engine.spool_dir, "ringmail-spool");
+	cr_assert_str_eq(cfg.engine.delivery_log, "ringmail-delivery.log");
+	cr_assert_eq(cfg.listener_count, 1);
+	cr_assert_eq(cfg.listeners[0].address.port, 2525);
+	const struct eng_route *r = eng_config_route(&cfg, "d7.ringmail.test", 16);
+	cr_assert_not_null(r);
+	cr_assert_str_eq(r->name, "demo");
+	cr_assert_eq(r->host_count, 1);
+	cr_assert_eq(r->hosts[0].port, 2626);
+	/* The route covers subdomains only: everything else goes by MX. */
+	cr_assert_null(eng_config_route(&cfg, "example.com", 11));
+	cr_assert_null(eng_config_route(&cfg, "ringmail.test.example", 21));
+	eng_config_free(&cfg);
+}
+
 Test(config, empty_file_and_comments_give_the_defaults)
 {
 	struct eng_config cfg;
