@@ -66,8 +66,9 @@
  * nothing in it is executed).
  * Overlong command line (> command_line_max incl. CRLF): "500 5.5.6" after
  * its CRLF (the excess is discarded, never parsed). Overlong text line
- * (> text_line_max incl. CRLF, a stuffed dot not counted) or body over
- * message_size_max: "552 5.3.4" after the end of data, nothing stored.
+ * (> text_line_max incl. CRLF, a stuffed dot not counted): "554 5.6.0"
+ * after the end of data; body over message_size_max: "552 5.3.4" after
+ * the end of data. Nothing is stored in either case.
  *
  * Access: RCPT is refused with "554 5.7.1 Relay access denied" unless
  * config.client_is_allowed or the session authenticated (AUTH PLAIN or
