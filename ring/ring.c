@@ -61,6 +61,7 @@ static const char *const ring_kind_names[RING_OP_KIND_COUNT] = {
 	[RING_OP_CONNECT] = "connect",	   [RING_OP_CLOSE] = "close",
 	[RING_OP_POLL] = "poll",	   [RING_OP_POLL_REMOVE] = "poll_remove",
 	[RING_OP_SENDMSG] = "sendmsg",	   [RING_OP_LINK_TIMEOUT] = "link_timeout",
+	[RING_OP_RENAMEAT] = "renameat",
 };
 
 const char *
@@ -544,6 +545,19 @@ ring_prep_close(struct ring *ring, struct ring_op *op, int fd)
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_close(sqe, fd);
+	ring_op_commit(sqe, op);
+	return 0;
+}
+
+int
+ring_prep_renameat(struct ring *ring, struct ring_op *op, int old_dir_fd, const char *old_path,
+		   int new_dir_fd, const char *new_path, uint32_t flags)
+{
+	ENG_ASSERT(old_path != NULL && new_path != NULL);
+	struct io_uring_sqe *sqe = ring_op_begin(ring, op, RING_OP_RENAMEAT);
+	if (sqe == NULL)
+		return -EBUSY;
+	io_uring_prep_renameat(sqe, old_dir_fd, old_path, new_dir_fd, new_path, flags);
 	ring_op_commit(sqe, op);
 	return 0;
 }

@@ -70,6 +70,7 @@ enum ring_op_kind {
 	RING_OP_POLL_REMOVE,
 	RING_OP_SENDMSG,
 	RING_OP_LINK_TIMEOUT,
+	RING_OP_RENAMEAT,
 	RING_OP_KIND_COUNT,
 };
 
@@ -202,6 +203,10 @@ int ring_prep_accept(struct ring *ring, struct ring_op *op, int fd, struct socka
 int ring_prep_connect(struct ring *ring, struct ring_op *op, int fd, const struct sockaddr *addr,
 		      uint32_t addr_len);
 int ring_prep_close(struct ring *ring, struct ring_op *op, int fd);
+/* renameat2(2) through the ring (IORING_OP_RENAMEAT, Linux 5.11). Both
+ * paths are borrowed until the callback runs; flags as renameat2. */
+int ring_prep_renameat(struct ring *ring, struct ring_op *op, int old_dir_fd, const char *old_path,
+		       int new_dir_fd, const char *new_path, uint32_t flags);
 /*
  * sendmsg(2) through the ring. msg, its iovecs and the bytes they name are
  * owned by the ring until the callback runs. op->len is the total iovec

@@ -334,7 +334,17 @@ spool_is_below_reserve(struct spool *sp)
 	if (statvfs(sp->msg_dir, &st) != 0)
 		return sp->below_reserve;
 	uint64_t free_bytes = (uint64_t)st.f_bavail * (uint64_t)st.f_frsize;
-	sp->below_reserve = free_bytes < sp->cfg.free_space_reserve;
+	/* The next segment preparation takes segment_size bytes and is held
+	 * back below reserve + segment_size (spool_log.c): refuse new messages
+	 * from that point, not only once the reserve itself is reached, so a
+	 * message is never accepted into a log that cannot get a segment. A
+	 * reserve of 0 turns the check off. */
+	uint64_t threshold = sp->cfg.free_space_reserve == 0
+				     ? 0
+				     : ENG_MIN(UINT64_MAX - sp->cfg.segment_size,
+					       sp->cfg.free_space_reserve) +
+					       sp->cfg.segment_size;
+	sp->below_reserve = free_bytes < threshold;
 	return sp->below_reserve;
 }
 
@@ -482,20 +492,47 @@ spool_sync_dir(const char *dir)
 	close(fd);
 }
 
+/* Reclaimed .seg files kept as .ready (the pool, one active, spares). */
+#define SPOOL_RECLAIM_KEEP(cfg) ((cfg)->ready_segments + 1u + 4u)
+
+/*
+ * Take <id>.seg out of the log: renamed to <id>.ready while fewer than
+ * SPOOL_RECLAIM_KEEP are kept (the log adopts it without zeroing, under a
+ * fresh id its old records do not carry), else unlinked. A file of
+ * another size (an older configuration) is unlinked. 0 or -errno.
+ */
+static int
+spool_reclaim_file(const struct spool *sp, const char *dir, uint64_t id, uint64_t size,
+		   uint32_t *kept)
+{
+	char path[PATH_MAX], ready[PATH_MAX];
+	struct stat st;
+	spool_log_segment_path(dir, id, path, sizeof(path));
+	if (*kept < SPOOL_RECLAIM_KEEP(&sp->cfg) && stat(path, &st) == 0 &&
+	    (uint64_t)st.st_size == size) {
+		spool_log_file_path(dir, id, SPOOL_FILE_READY, ready, sizeof(ready));
+		if (rename(path, ready) == 0) {
+			(*kept)++;
+			return 0;
+		}
+	}
+	return unlink(path) == 0 ? 0 : -errno;
+}
+
 /* Start-up reclamation: segments with nothing live, then journals that
- * name no remaining segment. Message unlinks are made durable first. */
+ * name no remaining segment. Message renames and unlinks are made durable
+ * first. */
 static void
 spool_recover_reclaim(struct spool *sp, struct spool_recovery_stats *stats)
 {
-	char path[PATH_MAX];
+	uint32_t kept = 0;
 	for (uint32_t i = 0; i < sp->msg_seg_count;) {
 		struct spool_msg_seg *seg = &sp->msg_segs[i];
 		if (seg->live != 0) {
 			i++;
 			continue;
 		}
-		spool_log_segment_path(sp->msg_dir, seg->id, path, sizeof(path));
-		if (unlink(path) != 0) {
+		if (spool_reclaim_file(sp, sp->msg_dir, seg->id, sp->cfg.segment_size, &kept) != 0) {
 			i++;
 			continue;
 		}
@@ -503,10 +540,12 @@ spool_recover_reclaim(struct spool *sp, struct spool_recovery_stats *stats)
 		spool_msg_seg_remove(sp, seg->id);
 	}
 	spool_sync_dir(sp->msg_dir);
+	kept = 0;
 	for (uint32_t i = 0; i < sp->journal_seg_count;) {
 		struct spool_journal_seg *js = &sp->journal_segs[i];
-		spool_log_segment_path(sp->journal_dir, js->id, path, sizeof(path));
-		if (spool_journal_is_needed(sp, js) || unlink(path) != 0) {
+		if (spool_journal_is_needed(sp, js) ||
+		    spool_reclaim_file(sp, sp->journal_dir, js->id, sp->cfg.journal_segment_size,
+				       &kept) != 0) {
 			i++;
 			continue;
 		}

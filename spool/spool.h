@@ -5,6 +5,9 @@
  * Layout under spool_dir/<shard>/ (docs/spool-format.md):
  *   msg/<id>.seg         message records, group-committed
  *   journal/<id>.seg     per-recipient OUTCOME records, group-committed
+ *   {msg,journal}/<id>.ready, .prep  segments prepared / being prepared:
+ *                        never scanned; .ready adopted at start-up without
+ *                        zeroing, .prep deleted (spool_log.h)
  *   quarantine/          copies of corrupt spans found by recovery
  *
  * Accounting (DESIGN.md spool invariant 4): a message segment counts its
@@ -16,15 +19,18 @@
  * outcome.
  *
  * Recovery (spool_open): replay the journals, then scan the message
- * segments and hand back every recipient without a final outcome, once,
+ * segments (streamed through one reused window: memory does not grow with
+ * the segment size, and the zeros after a log's end are not read) and hand
+ * back every recipient without a final outcome, once,
  * with its last deferral time. Corrupt spans are copied to quarantine/ and
  * counted; torn tails are ignored (never acknowledged). New records always
  * go to new segments.
  *
  * Health: any write or sync failure makes the spool unhealthy until
  * restart (never "retry the fsync, then acknowledge"). Below the free-space
- * reserve new messages are refused with -ENOSPC; journal records still go
- * through (their segments are pre-allocated).
+ * reserve plus one segment (what the next preparation takes) new messages
+ * are refused with -ENOSPC; journal records still go through (their
+ * segments are pre-allocated).
  */
 #ifndef SPOOL_H
 #define SPOOL_H
@@ -81,6 +87,9 @@ struct spool_recovery_stats {
 	uint64_t segments_deleted;
 	uint64_t journal_segments_deleted;
 	uint64_t duration_ns;
+	uint64_t bytes_read;  /* read from segment files by the scan */
+	uint64_t window_size; /* largest scan window allocated (memory) */
+	uint64_t window_allocs; /* scan window (re)allocations: 1 when reused */
 };
 
 /*
@@ -106,7 +115,8 @@ int spool_write_outcome(struct spool *sp, struct spool_append *op)
 	__attribute__((warn_unused_result));
 
 bool spool_is_healthy(const struct spool *sp);
-/* True while new messages would be refused for lack of space. */
+/* True while new messages would be refused for lack of space: free space
+ * below free_space_reserve + segment_size (0 reserve: never). */
 bool spool_is_below_reserve(struct spool *sp);
 uint32_t spool_pending(const struct spool *sp);
 /* Live recipients counted in message segments (for tests and stats). */

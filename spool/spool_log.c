@@ -11,6 +11,14 @@
  *   its write length is a multiple of SPOOL_BLOCK_SIZE; the segment's write
  *   offset only grows, so no committed block is written twice.
  * - Once error != 0 no append is ever acknowledged again.
+ * - A segment file is <id>.prep while it is zeroed, <id>.ready once that
+ *   and its new name are durable, and <id>.seg from its activation: the
+ *   first commit into it is written while the rename and the directory
+ *   sync run, but no commit in it is acknowledged before both completed.
+ *   A crash before that leaves a .ready file that may hold unacknowledged
+ *   records under its id, so start-up gives every adopted .ready file a
+ *   fresh id (its old bytes then fail the place check, as in a recycled
+ *   file) and never scans it.
  */
 #include "spool_log.h"
 
@@ -59,8 +67,11 @@ struct spool_seg {
 	uint64_t zero_offset;
 	uint32_t zero_in_flight;
 	int32_t prep_error;
+	bool activating; /* .ready -> .seg rename or its directory sync in flight */
 	struct ring_op zero_ops[SPOOL_ZERO_OPS];
-	struct ring_op sync_op;
+	struct ring_op sync_op; /* file sync, rename, directory sync: one at a time */
+	char old_name[32];	/* renameat names, relative to the log's directory */
+	char new_name[32];
 	struct spool_seg *next; /* ready / preparing / closing lists */
 };
 
@@ -116,6 +127,7 @@ struct spool_log {
 	uint32_t recycling; /* renamed segments waiting for their directory sync */
 	bool below_reserve; /* the last segment creation was held back by the reserve */
 	uint32_t unlinks_in_flight; /* deletions and recycles waiting for a sync */
+	uint32_t activations; /* segments whose .seg name is not durable yet */
 	/* Segments. */
 	struct spool_seg *active;
 	struct spool_seg *ready_head;
@@ -138,9 +150,7 @@ static void spool_prep_start(struct spool_log *log);
 void
 spool_log_segment_path(const char *dir, uint64_t segment_id, char *out, size_t out_size)
 {
-	ENG_ASSERT(dir != NULL);
-	ENG_ASSERT(out_size > 0);
-	snprintf(out, out_size, "%s/%016" PRIx64 ".seg", dir, segment_id);
+	spool_log_file_path(dir, segment_id, SPOOL_FILE_SEG, out, out_size);
 }
 
 static void
@@ -187,7 +197,9 @@ spool_prep_fail(struct spool_log *log, struct spool_seg *seg, int32_t res)
 	seg->prep_error = res;
 	if (seg->zero_in_flight > 0)
 		return; /* the last completion finishes the failure */
-	spool_log_segment_path(log->dir, seg->id, path, sizeof(path));
+	spool_log_file_path(log->dir, seg->id, SPOOL_FILE_PREP, path, sizeof(path));
+	(void)unlink(path);
+	spool_log_file_path(log->dir, seg->id, SPOOL_FILE_READY, path, sizeof(path));
 	(void)unlink(path);
 	log->preparing = NULL;
 	log->prep_error = seg->prep_error;
@@ -219,8 +231,17 @@ spool_prep_dir_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	log->stats.segments_created++;
 }
 
+/* Relative names for a rename of seg's file inside the log's directory. */
 static void
-spool_prep_file_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+spool_seg_names(struct spool_seg *seg, enum spool_file_state from, enum spool_file_state to)
+{
+	spool_log_file_path(".", seg->id, from, seg->old_name, sizeof(seg->old_name));
+	spool_log_file_path(".", seg->id, to, seg->new_name, sizeof(seg->new_name));
+}
+
+/* <id>.prep is now <id>.ready: make the name durable. */
+static void
+spool_prep_renamed(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 {
 	struct spool_seg *seg = op->ctx;
 	struct spool_log *log = seg->log;
@@ -233,6 +254,26 @@ spool_prep_file_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	seg->sync_op.ctx = seg;
 	seg->sync_op.tag = SPOOL_TAG_PREPARE;
 	if (ring_prep_fsync(log->ring, &seg->sync_op, log->dir_fd, false) < 0)
+		spool_prep_fail(log, seg, -EBUSY);
+}
+
+/* Zeros durable in the file: rename <id>.prep to <id>.ready. */
+static void
+spool_prep_file_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct spool_seg *seg = op->ctx;
+	struct spool_log *log = seg->log;
+	(void)cqe_flags;
+	if (res < 0) {
+		spool_prep_fail(log, seg, res);
+		return;
+	}
+	spool_seg_names(seg, SPOOL_FILE_PREP, SPOOL_FILE_READY);
+	seg->sync_op.callback = spool_prep_renamed;
+	seg->sync_op.ctx = seg;
+	seg->sync_op.tag = SPOOL_TAG_PREPARE;
+	if (ring_prep_renameat(log->ring, &seg->sync_op, log->dir_fd, seg->old_name, log->dir_fd,
+			       seg->new_name, 0) < 0)
 		spool_prep_fail(log, seg, -EBUSY);
 }
 
@@ -290,7 +331,6 @@ spool_prep_zero_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 		spool_prep_fail(log, seg, -EBUSY);
 }
 
-/* Start preparing one segment: open, fallocate, then zero it on the ring. */
 /* A new segment must leave the free-space reserve intact. */
 static bool
 spool_prep_has_room(struct spool_log *log)
@@ -302,6 +342,8 @@ spool_prep_has_room(struct spool_log *log)
 	return free_bytes >= log->cfg.free_space_reserve + log->cfg.segment_size;
 }
 
+/* Start preparing one segment: open <id>.prep, fallocate, then zero it,
+ * fsync it, rename it to <id>.ready and sync the directory on the ring. */
 static void
 spool_prep_start(struct spool_log *log)
 {
@@ -319,7 +361,7 @@ spool_prep_start(struct spool_log *log)
 	seg->log = log;
 	seg->id = spool_next_segment_id(log);
 	seg->state = SPOOL_SEG_PREPARING;
-	spool_log_segment_path(log->dir, seg->id, path, sizeof(path));
+	spool_log_file_path(log->dir, seg->id, SPOOL_FILE_PREP, path, sizeof(path));
 	seg->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0600);
 	int32_t err = 0;
 	if (seg->fd < 0) {
@@ -415,6 +457,7 @@ spool_segment_retire(struct spool_log *log, struct spool_seg *seg)
 {
 	ENG_ASSERT(seg->state == SPOOL_SEG_CLOSED);
 	ENG_ASSERT(seg->commits_in_flight == 0);
+	ENG_ASSERT(!seg->activating);
 	uint64_t id = seg->id;
 	spool_seg_free(seg);
 	if (log->closed_fn != NULL)
@@ -429,8 +472,62 @@ spool_active_close(struct spool_log *log)
 	ENG_ASSERT(seg != NULL);
 	seg->state = SPOOL_SEG_CLOSED;
 	log->active = NULL;
-	if (seg->commits_in_flight == 0)
+	if (seg->commits_in_flight == 0 && !seg->activating)
 		spool_segment_retire(log, seg);
+}
+
+static void spool_ack_in_order(struct spool_log *log);
+
+static void
+spool_activate_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct spool_seg *seg = op->ctx;
+	struct spool_log *log = seg->log;
+	(void)cqe_flags;
+	ENG_ASSERT(seg->activating);
+	ENG_ASSERT(log->activations > 0);
+	if (res < 0) /* the .seg name may not survive a crash: ack nothing */
+		spool_log_set_error(log, res);
+	seg->activating = false;
+	log->activations--;
+	/* With commits in flight the ack loop retires a closed seg (and may
+	 * free it right here); without, no slot names it and it retires now. */
+	bool retire = seg->state == SPOOL_SEG_CLOSED && seg->commits_in_flight == 0;
+	spool_ack_in_order(log); /* commits waiting for the name */
+	if (retire)
+		spool_segment_retire(log, seg);
+}
+
+static void
+spool_activate_renamed(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct spool_seg *seg = op->ctx;
+	struct spool_log *log = seg->log;
+	if (res < 0) {
+		spool_activate_synced(op, res, cqe_flags);
+		return;
+	}
+	seg->sync_op.callback = spool_activate_synced;
+	int ret = ring_prep_fsync(log->ring, &seg->sync_op, log->dir_fd, false);
+	ENG_ASSERT(ret == 0); /* ring_get_sqe flushes a full SQ */
+}
+
+/* A ready segment joins the log: <id>.ready -> <id>.seg, then the
+ * directory sync. Commits may be written meanwhile; none is acknowledged
+ * before both completed (spool_ack_in_order). */
+static void
+spool_seg_activate(struct spool_log *log, struct spool_seg *seg)
+{
+	ENG_ASSERT(!seg->activating);
+	seg->activating = true;
+	log->activations++;
+	spool_seg_names(seg, SPOOL_FILE_READY, SPOOL_FILE_SEG);
+	seg->sync_op.callback = spool_activate_renamed;
+	seg->sync_op.ctx = seg;
+	seg->sync_op.tag = SPOOL_TAG_ACTIVATE;
+	int ret = ring_prep_renameat(log->ring, &seg->sync_op, log->dir_fd, seg->old_name,
+				     log->dir_fd, seg->new_name, 0);
+	ENG_ASSERT(ret == 0);
 }
 
 static struct spool_seg *
@@ -447,6 +544,7 @@ spool_active_get(struct spool_log *log)
 	seg->state = SPOOL_SEG_ACTIVE;
 	seg->write_offset = 0;
 	log->active = seg;
+	spool_seg_activate(log, seg);
 	return seg;
 }
 
@@ -603,8 +701,8 @@ spool_ack_in_order(struct spool_log *log)
 {
 	for (uint32_t n = 0; n < log->cfg.commit_slots; n++) {
 		struct spool_slot *slot = &log->slots[log->ack_index];
-		if (slot->state != SPOOL_SLOT_DONE)
-			return;
+		if (slot->state != SPOOL_SLOT_DONE || slot->seg->activating)
+			return; /* not durable, or its segment's name not yet */
 		if (slot->result < 0)
 			spool_log_set_error(log, slot->result);
 		int32_t result = log->error != 0 ? log->error : 0;
@@ -625,7 +723,8 @@ spool_ack_in_order(struct spool_log *log)
 			op->callback(op, result);
 			op = next;
 		}
-		if (seg->state == SPOOL_SEG_CLOSED && seg->commits_in_flight == 0)
+		if (seg->state == SPOOL_SEG_CLOSED && seg->commits_in_flight == 0 &&
+		    !seg->activating)
 			spool_segment_retire(log, seg);
 	}
 }
@@ -823,6 +922,101 @@ spool_log_check_direct(struct spool_log *log, char *err, size_t err_size)
 	return ret;
 }
 
+/* Start-up: delete what was being prepared (<id>.prep). */
+static int
+spool_log_discard_prep(struct spool_log *log)
+{
+	char path[PATH_MAX];
+	uint64_t *ids = NULL;
+	uint32_t count = 0;
+	int ret = spool_log_list_files(log->dir, SPOOL_FILE_PREP, &ids, &count);
+	for (uint32_t i = 0; i < count; i++) {
+		log->last_segment_id = ENG_MAX(log->last_segment_id, ids[i]);
+		spool_log_file_path(log->dir, ids[i], SPOOL_FILE_PREP, path, sizeof(path));
+		if (unlink(path) == 0)
+			log->stats.segments_discarded++;
+	}
+	free(ids);
+	return ret;
+}
+
+/* Open an adopted <old>.ready and rename it to <new id>.ready; NULL (and
+ * the file deleted) when its size is not this log's. */
+static struct spool_seg *
+spool_log_adopt_one(struct spool_log *log, uint64_t old_id)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	spool_log_file_path(log->dir, old_id, SPOOL_FILE_READY, from, sizeof(from));
+	struct spool_seg *seg = calloc(1, sizeof(*seg));
+	if (seg == NULL)
+		return NULL;
+	seg->log = log;
+	seg->fd = open(from, O_RDWR | O_DIRECT | O_CLOEXEC);
+	struct stat st;
+	if (seg->fd < 0 || fstat(seg->fd, &st) != 0 ||
+	    (uint64_t)st.st_size != log->cfg.segment_size) {
+		(void)unlink(from); /* an older configuration's size */
+		spool_seg_free(seg);
+		return NULL;
+	}
+	seg->id = spool_next_segment_id(log);
+	spool_log_file_path(log->dir, seg->id, SPOOL_FILE_READY, to, sizeof(to));
+	if (rename(from, to) != 0) {
+		spool_seg_free(seg);
+		return NULL;
+	}
+	seg->state = SPOOL_SEG_READY;
+	return seg;
+}
+
+/*
+ * Start-up: take over the <id>.ready files left by the last run without
+ * zeroing them again. Each gets a fresh id first: a crash between a
+ * segment's first commit write and its .seg name becoming durable leaves
+ * unacknowledged records under the old id, which then fail the place
+ * check. Ids stay above every id seen, so the pool stays in id order. At
+ * most the pool and its spares are kept; the rest are deleted.
+ */
+static int
+spool_log_adopt_ready(struct spool_log *log, char *err, size_t err_size)
+{
+	char path[PATH_MAX];
+	uint64_t *ids = NULL;
+	uint32_t count = 0;
+	int ret = spool_log_discard_prep(log);
+	if (ret == 0)
+		ret = spool_log_list_files(log->dir, SPOOL_FILE_READY, &ids, &count);
+	if (ret < 0) {
+		snprintf(err, err_size, "spool %s: cannot list: %s", log->dir, strerror(-ret));
+		return ret;
+	}
+	if (count > 0)
+		log->last_segment_id = ENG_MAX(log->last_segment_id, ids[count - 1]);
+	struct spool_seg **tail = &log->ready_head;
+	for (uint32_t i = 0; i < count; i++) {
+		if (log->ready_count >= log->cfg.ready_segments + 1 + SPOOL_SPARES_MAX) {
+			spool_log_file_path(log->dir, ids[i], SPOOL_FILE_READY, path, sizeof(path));
+			if (unlink(path) == 0)
+				log->stats.segments_discarded++;
+			continue;
+		}
+		struct spool_seg *seg = spool_log_adopt_one(log, ids[i]);
+		if (seg == NULL)
+			continue;
+		*tail = seg;
+		tail = &seg->next;
+		log->ready_count++;
+		log->stats.segments_adopted++;
+	}
+	free(ids);
+	if ((count > 0 || log->stats.segments_discarded > 0) && fsync(log->dir_fd) != 0) {
+		int e = errno;
+		snprintf(err, err_size, "spool %s: directory fsync: %s", log->dir, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
 struct spool_log *
 spool_log_create(struct ring *ring, const struct spool_log_config *cfg, char *err,
 		 size_t err_size)
@@ -847,7 +1041,8 @@ spool_log_create(struct ring *ring, const struct spool_log_config *cfg, char *er
 	}
 	if (spool_log_alloc_slots(log, err, err_size) < 0 ||
 	    spool_log_check_durable(log, err, err_size) < 0 ||
-	    spool_log_check_direct(log, err, err_size) < 0) {
+	    spool_log_check_direct(log, err, err_size) < 0 ||
+	    spool_log_adopt_ready(log, err, err_size) < 0) {
 		spool_log_destroy(log);
 		return NULL;
 	}
@@ -878,7 +1073,8 @@ spool_log_destroy(struct spool_log *log)
 	/* The caller stops the loop first; drain what is in flight. */
 	log->closing = true;
 	for (uint32_t turns = 0; turns < 100000; turns++) {
-		bool busy = log->preparing != NULL || log->unlinks_in_flight > 0;
+		bool busy = log->preparing != NULL || log->unlinks_in_flight > 0 ||
+			    log->activations > 0;
 		for (uint32_t i = 0; i < log->cfg.commit_slots; i++)
 			busy = busy || log->slots[i].state == SPOOL_SLOT_WRITING ||
 			       log->slots[i].state == SPOOL_SLOT_SYNCING;
@@ -984,9 +1180,11 @@ spool_recycle_ready(struct spool_log *log, struct spool_seg *seg, int32_t res)
 	char path[PATH_MAX];
 	ENG_ASSERT(log->recycling > 0);
 	log->recycling--;
-	if (res < 0 || log->closing) {
-		spool_log_segment_path(log->dir, seg->id, path, sizeof(path));
+	if (res < 0) {
+		spool_log_file_path(log->dir, seg->id, SPOOL_FILE_READY, path, sizeof(path));
 		(void)unlink(path);
+	}
+	if (res < 0 || log->closing) { /* a durable .ready is adopted at the next start */
 		spool_seg_free(seg);
 		return;
 	}
@@ -1031,7 +1229,7 @@ spool_recycle_rename(struct spool_log *log, uint64_t segment_id)
 	seg->id = spool_next_segment_id(log);
 	seg->state = SPOOL_SEG_PREPARING;
 	spool_log_segment_path(log->dir, segment_id, from, sizeof(from));
-	spool_log_segment_path(log->dir, seg->id, to, sizeof(to));
+	spool_log_file_path(log->dir, seg->id, SPOOL_FILE_READY, to, sizeof(to));
 	struct stat st;
 	seg->fd = open(from, O_RDWR | O_DIRECT | O_CLOEXEC);
 	if (seg->fd < 0 || fstat(seg->fd, &st) != 0 ||

@@ -5,11 +5,17 @@
  * A shard's spool has two logs: messages and the journal of recipient
  * outcomes. Both work the same way:
  *
- * - Segment files `<dir>/<segment id, 16 hex>.seg` are created ahead of
- *   need (a pool of ready segments): open O_DIRECT, fallocate, write zeros
- *   over the whole file through the ring, fdatasync, fsync the directory.
- *   A commit is then a pure overwrite of written extents: no metadata, no
- *   io-wq (io_uring.md 4.2).
+ * - Segment files are created ahead of need (a pool of ready segments):
+ *   `<dir>/<segment id, 16 hex>.prep` opened O_DIRECT, fallocated, zeros
+ *   written over the whole file through the ring, fsynced, renamed to
+ *   `<id>.ready`, the directory fsynced. A commit is then a pure overwrite
+ *   of written extents: no metadata, no io-wq (io_uring.md 4.2). When the
+ *   log first commits into a ready segment it renames it `<id>.seg` and
+ *   syncs the directory through the ring; no commit in it is acknowledged
+ *   before both completed. Recovery scans only `.seg` files; spool_log_create
+ *   deletes `.prep` files and adopts `.ready` ones (under fresh ids)
+ *   without zeroing them again. Reclaimed segments are recycled into
+ *   `.ready` files (rename, directory fsync).
  * - Appends queue caller-owned struct spool_append ops. At the start of
  *   each loop turn (a ring hook) everything queued is encoded into the
  *   open commit slot, padded to a 4096-byte boundary with a PAD record and
@@ -48,6 +54,7 @@ enum spool_op_tag {
 	SPOOL_TAG_COMMIT_SYNC = 0x5102,
 	SPOOL_TAG_PREPARE = 0x5103,
 	SPOOL_TAG_DELETE = 0x5104,
+	SPOOL_TAG_ACTIVATE = 0x5105, /* .ready -> .seg rename and its directory sync */
 };
 #define SPOOL_COMMIT_SLOTS_MAX 8u
 
@@ -103,6 +110,8 @@ struct spool_log_stats {
 	uint64_t segments_created;
 	uint64_t segments_deleted;
 	uint64_t segments_recycled;
+	uint64_t segments_adopted;  /* .ready files taken over at start-up, not zeroed */
+	uint64_t segments_discarded; /* .prep files deleted at start-up */
 };
 
 /* Create a log on ring. Sets err and returns NULL on failure (directory
@@ -155,8 +164,24 @@ int spool_log_recycle_segment(struct spool_log *log, uint64_t segment_id,
 			      spool_delete_done_fn *done_fn, void *ctx)
 	__attribute__((warn_unused_result));
 
+/*
+ * A segment file's name tells its state (docs/spool-format.md 4.1):
+ *   <id>.prep   being prepared (zero-filled, fsynced); deleted at start-up
+ *   <id>.ready  prepared and its name durable; never held an acknowledged
+ *               record; adopted at start-up without zeroing, never scanned
+ *   <id>.seg    in the log: renamed from .ready (and the directory synced)
+ *               before any commit in it is acknowledged; recovery scans these
+ */
+enum spool_file_state {
+	SPOOL_FILE_SEG,
+	SPOOL_FILE_READY,
+	SPOOL_FILE_PREP,
+};
+
 /* Segment file path helpers (no allocation; out must hold PATH_MAX). */
 void spool_log_segment_path(const char *dir, uint64_t segment_id, char *out, size_t out_size);
+void spool_log_file_path(const char *dir, uint64_t segment_id, enum spool_file_state state,
+			 char *out, size_t out_size);
 
 /* ---- Offline scanning (recovery, the inspector) ---- */
 
@@ -187,7 +212,30 @@ struct spool_scan_stats {
 	uint64_t corrupt_spans;
 	uint64_t holes;
 	uint64_t torn_tails;
+	uint64_t bytes_read;  /* read from the files */
+	uint64_t reads;	      /* read calls */
+	uint64_t window_size; /* largest window allocated */
+	uint64_t window_allocs; /* window (re)allocations */
 };
+
+/*
+ * Scans stream each segment through one reused, aligned window of
+ * SPOOL_SCAN_WINDOW_SIZE bytes (grown only to hold one larger record or
+ * damaged span), so memory does not depend on the segment size. After a
+ * bad place the search for a later valid record looks at most
+ * SPOOL_SCAN_LOOKAHEAD_SIZE past it (past the end of the record its header
+ * claims, if the header reads): the zeros after a log's end cost one
+ * window, not the rest of the segment (docs/spool-format.md 4.3).
+ */
+#define SPOOL_SCAN_WINDOW_SIZE (4u << 20)
+#define SPOOL_SCAN_LOOKAHEAD_SIZE (4u << 20)
+
+/* Caller-owned; start as { NULL, 0 }; release when done. */
+struct spool_scan_window {
+	uint8_t *buf;
+	uint64_t size;
+};
+void spool_scan_window_release(struct spool_scan_window *win);
 
 /*
  * Scan every segment of dir in id order, fsyncing each file and the
@@ -198,12 +246,20 @@ struct spool_scan_stats {
 int spool_log_scan(const char *dir, uint16_t shard, spool_scan_fn *fn, void *ctx,
 		   struct spool_scan_stats *stats, char *err, size_t err_size);
 
-/* Scan one segment file. */
+/* Scan one segment file (with a window of its own). */
 int spool_log_scan_segment(const char *dir, uint16_t shard, uint64_t segment_id,
 			   spool_scan_fn *fn, void *ctx, struct spool_scan_stats *stats,
 			   char *err, size_t err_size);
+/* The same through the caller's window, reused from segment to segment. */
+int spool_log_scan_segment_in(struct spool_scan_window *win, const char *dir, uint16_t shard,
+			      uint64_t segment_id, spool_scan_fn *fn, void *ctx,
+			      struct spool_scan_stats *stats, char *err, size_t err_size);
 
-/* List segment ids in dir, sorted ascending. *ids is malloc'd. */
+/* List segment ids (`<id>.seg` files) in dir, sorted ascending. *ids is
+ * malloc'd. Files in other states (.ready, .prep) are not listed. */
 int spool_log_list_segments(const char *dir, uint64_t **ids, uint32_t *count);
+/* The same for the files of one state. */
+int spool_log_list_files(const char *dir, enum spool_file_state state, uint64_t **ids,
+			 uint32_t *count);
 
 #endif /* SPOOL_LOG_H */

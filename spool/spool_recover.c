@@ -142,6 +142,8 @@ struct spool_recover_walk {
 	uint64_t msg_id;
 	uint64_t msg_live;
 	struct spool_span *rcpts;
+	struct spool_scan_window window; /* one for every segment */
+	struct spool_scan_stats scan;
 	int error;
 };
 
@@ -282,7 +284,6 @@ spool_recover_dir(const char *dir, uint16_t shard, spool_scan_fn *fn,
 		snprintf(err, err_size, "spool: cannot list %s: %s", dir, strerror(-ret));
 		return ret;
 	}
-	struct spool_scan_stats scan = { 0 };
 	for (uint32_t i = 0; i < count && ret == 0; i++) {
 		*max_id = ENG_MAX(*max_id, ids[i]);
 		if (journal) {
@@ -294,7 +295,8 @@ spool_recover_dir(const char *dir, uint16_t shard, spool_scan_fn *fn,
 			w->msg_id = ids[i];
 			w->stats->message_segments++;
 		}
-		ret = spool_log_scan_segment(dir, shard, ids[i], fn, w, &scan, err, err_size);
+		ret = spool_log_scan_segment_in(&w->window, dir, shard, ids[i], fn, w, &w->scan, err,
+						err_size);
 	}
 	if (journal)
 		spool_journal_flush(w);
@@ -330,6 +332,10 @@ spool_recover_shard(const char *msg_dir, const char *journal_dir, const char *qu
 	if (ret == 0)
 		ret = spool_recover_dir(msg_dir, shard, spool_recover_message_item, &w, false,
 					max_segment_id, err, err_size);
+	stats->bytes_read = w.scan.bytes_read;
+	stats->window_size = w.scan.window_size;
+	stats->window_allocs = w.scan.window_allocs;
+	spool_scan_window_release(&w.window);
 	free(w.rcpts);
 	free(w.refs);
 	free(w.map.slots);

@@ -194,6 +194,44 @@ Test(ring, write_then_read_temp_file)
 	ring_destroy(ring);
 }
 
+/* renameat through the ring, then the directory fsync that makes it
+ * durable: the spool's segment state changes (.ready -> .seg) use both. */
+Test(ring, renameat_then_directory_fsync)
+{
+	struct ring *ring = t_ring_create();
+	char path[256], to[300];
+	int fd = t_temp_file(path, sizeof(path));
+	cr_assert_eq(close(fd), 0);
+	snprintf(to, sizeof(to), "%s.renamed", path);
+	struct t_completion done = { 0 };
+	struct ring_op op = { .callback = t_record_callback, .ctx = &done };
+	cr_assert_eq(ring_prep_renameat(ring, &op, AT_FDCWD, path, AT_FDCWD, to, 0), 0);
+	cr_assert_eq(op.kind, RING_OP_RENAMEAT);
+	t_run_until(ring, &done.count, 1);
+	cr_assert_eq(done.res, 0, "renameat: %d", done.res);
+	cr_assert_eq(access(path, F_OK), -1);
+	cr_assert_eq(access(to, F_OK), 0);
+	/* Renaming what is gone reports the error, not success. */
+	struct t_completion again = { 0 };
+	op.ctx = &again;
+	cr_assert_eq(ring_prep_renameat(ring, &op, AT_FDCWD, path, AT_FDCWD, to, 0), 0);
+	t_run_until(ring, &again.count, 1);
+	cr_assert_eq(again.res, -ENOENT);
+	char dir[256];
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = 0;
+	int dir_fd = open(dir, O_RDONLY | O_DIRECTORY);
+	cr_assert_geq(dir_fd, 0);
+	struct t_completion synced = { 0 };
+	struct ring_op sync_op = { .callback = t_record_callback, .ctx = &synced };
+	cr_assert_eq(ring_prep_fsync(ring, &sync_op, dir_fd, false), 0);
+	t_run_until(ring, &synced.count, 1);
+	cr_assert_eq(synced.res, 0);
+	cr_assert_eq(close(dir_fd), 0);
+	cr_assert_eq(unlink(to), 0);
+	ring_destroy(ring);
+}
+
 /* Turns every NOP into -EIO, leaves everything else alone. */
 static int32_t
 t_fault_nop_eio(void *ctx, struct ring_op *op, int32_t res)
