@@ -662,11 +662,18 @@ static const struct eng_key eng_engine_keys[] = {
 		false),
 	ENG_KEY("delivery_log", ENG_KEY_PATH, eng_engine, delivery_log, 0, 0, true),
 	ENG_KEY("delivery_log_max_size", ENG_KEY_SIZE, eng_engine, delivery_log_max_size,
-		ENG_MIB, ENG_TIB, false),
+		4 * ENG_KIB, ENG_TIB, false),
 	ENG_LIST_KEY("dns_servers", ENG_KEY_DNS, eng_engine, dns_servers, dns_server_count, 0,
 		     0, true),
 	ENG_KEY("smtp_port", ENG_KEY_PORT, eng_engine, smtp_port, 1, 65535, false),
 	ENG_KEY("bounces", ENG_KEY_BOOL, eng_engine, bounces, 0, 0, false),
+	ENG_KEY("dsn", ENG_KEY_BOOL, eng_engine, bounces, 0, 0, false),
+	ENG_KEY("hold", ENG_KEY_BOOL, eng_engine, hold, 0, 0, false),
+	ENG_KEY("delivery_log_keep", ENG_KEY_U32, eng_engine, delivery_log_keep, 1, 1000, false),
+	ENG_KEY("stop_grace", ENG_KEY_DURATION, eng_engine, stop_grace_ns, 0, ENG_NS_PER_H,
+		false),
+	ENG_KEY("delivery_connections", ENG_KEY_U32, eng_engine, delivery_connections, 1, 65536,
+		true),
 	ENG_KEY("memory_budget", ENG_KEY_SIZE, eng_engine, memory_budget, 16 * ENG_MIB, ENG_TIB,
 		true),
 	ENG_KEY("segment_size", ENG_KEY_SIZE, eng_engine, segment_size, ENG_MIB,
@@ -744,6 +751,9 @@ static const struct eng_key eng_listener_keys[] = {
 		ENG_NS_PER_H, false),
 	ENG_KEY("session_deadline", ENG_KEY_DURATION, eng_listener, session_deadline_ns,
 		ENG_NS_PER_S, ENG_NS_PER_D, false),
+	ENG_KEY("greeting_delay", ENG_KEY_DURATION, eng_listener, greeting_delay_ns, 0,
+		ENG_NS_PER_MIN, false),
+	ENG_KEY("auth_file", ENG_KEY_PATH, eng_listener, auth_file, 0, 0, true),
 };
 
 _Static_assert(ENG_ARRAY_COUNT(eng_engine_keys) <= ENG_KEYS_MAX, "engine keys fit");
@@ -1855,6 +1865,10 @@ eng_engine_defaults(struct eng_engine *e)
 	e->dns_server_count = 0;
 	e->smtp_port = 25;
 	e->bounces = true;
+	e->hold = false;
+	e->delivery_log_keep = 5;
+	e->stop_grace_ns = 5 * ENG_NS_PER_S;
+	e->delivery_connections = 64;
 	e->memory_budget = ENG_GIB;
 	e->segment_size = sc.segment_size;
 	e->journal_segment_size = sc.journal_segment_size;

@@ -188,7 +188,11 @@ struct eng_engine {
 	uint32_t dns_server_count;	/* 0 = /etc/resolv.conf */
 	struct eng_hostport dns_servers[ENG_CONFIG_DNS_SERVERS_MAX];
 	uint16_t smtp_port;		/* MX delivery port, 1-65535; default 25 */
-	bool bounces;			/* generate DSNs */
+	bool bounces;			/* generate DSNs ([engine] dsn, alias bounces) */
+	bool hold;			/* accept and store, do not deliver */
+	uint32_t delivery_log_keep;	/* rotated files kept: log.1 .. log.N */
+	uint64_t stop_grace_ns;		/* SIGTERM: in-flight transactions may finish */
+	uint32_t delivery_connections;	/* outbound connection pool per shard */
 	uint64_t memory_budget;		/* bytes */
 	uint64_t segment_size;
 	uint64_t journal_segment_size;

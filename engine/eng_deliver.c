@@ -19,7 +19,11 @@
 #include "eng_conn.h"
 #include "eng_dest.h"
 #include "eng_dns.h"
+#include "eng_dsn.h"
 #include "eng_log.h"
+#include "eng_logfile.h"
+#include "eng_node.h"
+#include "ring/ring_mailbox.h"
 
 #define ENG_DELIVER_NS_PER_MS 1000000ull
 /* Longest sleep of the schedule timer: a wake that moved earlier while a
@@ -42,6 +46,15 @@
 #define ENG_DELIVER_ROUTE_TTL_MIN_NS (1000ull * ENG_DELIVER_NS_PER_MS)
 /* The DNS server port when dns_servers gives none. */
 #define ENG_DELIVER_DNS_PORT 53u
+/* Mails popped per loop turn (the rest wait for the next turn). */
+#define ENG_DELIVER_MAIL_TURN_MAX 4096u
+
+/* Mail kinds between shards (struct ring_mail.kind; ptr is the item). */
+enum eng_deliver_mail_kind {
+	ENG_DELIVER_MAIL_JOB = 1, /* writer -> owner: a job to deliver */
+	ENG_DELIVER_MAIL_OUTCOME, /* owner -> writer: journal this outcome */
+	ENG_DELIVER_MAIL_RELEASE, /* writer -> owner: outcome op done, back to its pool */
+};
 
 _Static_assert(ENG_CONFIG_DNS_SERVERS_MAX <= ENG_DNS_SERVERS_MAX,
 	       "every configured DNS server reaches the resolver");
@@ -62,8 +75,8 @@ struct eng_deliver_addr {
 /* One message, copied from recovery: immutable, shared by its jobs and its
  * outcome ops (refs). */
 struct eng_deliver_msg {
-	uint32_t refs;
-	struct spool_location location;
+	_Atomic uint32_t refs; /* jobs and outcome ops of any shard */
+	struct spool_location location; /* .shard: the writer, whose journal it is */
 	uint64_t created_ns;
 	uint32_t rcpt_count;
 	struct eng_deliver_addr sender;
@@ -116,7 +129,7 @@ struct eng_deliver_job {
 	struct eng_job job;
 	struct eng_deliver_job *retry_next;
 	struct eng_deliver_msg *msg;
-	struct eng_deliver_dest *dest;
+	struct eng_deliver_dest *dest; /* the owner shard's; NULL until adopted */
 	struct eng_deliver_slot *slot;
 	uint64_t next_attempt_ns; /* wall clock */
 	uint32_t rcpt_count;
@@ -148,9 +161,12 @@ struct eng_deliver_slot {
 struct eng_deliver_outcome {
 	struct spool_append append;
 	struct spool_outcome outcome;
-	struct eng_deliver *deliver;
+	struct eng_deliver *deliver; /* the pool's shard (where the outcome was decided) */
+	struct eng_deliver *writer;  /* the journal's shard, while it journals */
 	struct eng_deliver_msg *msg;
 	struct eng_deliver_outcome *free_next;
+	struct eng_deliver_outcome *outbox_next;
+	uint32_t mail_kind; /* in an outbox: OUTCOME or RELEASE */
 	enum eng_log_event event;
 	uint32_t attempt;
 	uint16_t code;
@@ -163,13 +179,35 @@ struct eng_deliver_outcome {
 	char mx_ip[ENG_CONN_PEER_SIZE];
 };
 
+/* Mail waiting for room in one target shard's queue (FIFOs, intrusive:
+ * bounded by the jobs and outcome ops that exist). */
+struct eng_deliver_outbox {
+	struct eng_deliver_outcome *ops_head;
+	struct eng_deliver_outcome *ops_tail;
+	struct eng_deliver_job *jobs_head;
+	struct eng_deliver_job *jobs_tail;
+};
+
 struct eng_deliver {
 	struct ring *ring;
+	struct ring_mailbox_mesh *mesh; /* NULL: one shard, nothing to hand off */
+	uint32_t shard_count;
+	struct eng_deliver_outbox *outbox; /* shard_count */
+	uint32_t outbox_ops;		   /* outcome ops in outboxes */
+	struct eng_deliver_job *new_head;  /* written here, owner not chosen yet */
+	struct eng_deliver_job *new_tail;
+	bool is_aborting;		   /* stop: grace over, connections aborted */
+	uint64_t grace_until_ns;	   /* monotonic */
+	eng_deliver_drained_fn *drained_fn;
+	void *drained_ctx;
+	bool drained_told;
+	struct ring_op cancel_op;
 	const struct eng_config *const *config;
 	struct eng_global_limit *node;
 	uint32_t shard_index;
 	struct spool *spool;
-	int log_fd;
+	struct eng_logfile log; /* not open: no delivery log */
+	bool log_is_open;
 	bool is_stopping;
 	bool hook_added;
 	uint32_t random_state;
@@ -179,6 +217,7 @@ struct eng_deliver {
 	struct eng_deliver_dest *buckets[ENG_DELIVER_DEST_BUCKETS];
 	struct eng_deliver_dest *dests;
 	struct eng_deliver_slot *slots;
+	uint32_t slot_count; /* [engine] delivery_connections */
 	struct eng_deliver_slot *free_slots;
 	uint32_t slots_open;
 	struct eng_deliver_outcome *outcomes;
@@ -203,8 +242,9 @@ static void
 eng_deliver_msg_unref(struct eng_deliver_msg *msg)
 {
 	ENG_ASSERT(msg != NULL);
-	ENG_ASSERT(msg->refs > 0);
-	if (--msg->refs > 0)
+	uint32_t before = atomic_fetch_sub_explicit(&msg->refs, 1, memory_order_acq_rel);
+	ENG_ASSERT(before > 0);
+	if (before > 1)
 		return;
 	for (uint32_t i = 0; i < msg->rcpt_count; i++)
 		free(msg->rcpts[i].ptr);
@@ -224,15 +264,24 @@ eng_deliver_bytes_have_8bit(const uint8_t *data, size_t size)
 	return false;
 }
 
-static struct eng_deliver_msg *
-eng_deliver_msg_create(const struct spool_recovered *rcpt)
+static void
+eng_deliver_msg_ref(struct eng_deliver_msg *msg)
 {
-	const struct spool_message *view = rcpt->msg;
+	uint32_t before = atomic_fetch_add_explicit(&msg->refs, 1, memory_order_relaxed);
+	ENG_ASSERT(before > 0 && before < UINT32_MAX);
+}
+
+/* Copy the envelope and body of view (recipients are copied by the
+ * caller, those it needs). One reference, the caller's. */
+static struct eng_deliver_msg *
+eng_deliver_msg_create(const struct spool_location *loc, const struct spool_message *view)
+{
 	ENG_ASSERT(view->rcpt_count > 0);
 	struct eng_deliver_msg *msg = calloc(1, sizeof(*msg));
 	if (msg == NULL)
 		return NULL;
-	msg->location = rcpt->location;
+	atomic_init(&msg->refs, 1);
+	msg->location = *loc;
 	msg->created_ns = view->created_ns;
 	msg->rcpt_count = view->rcpt_count;
 	msg->rcpts = calloc(view->rcpt_count, sizeof(*msg->rcpts));
@@ -245,9 +294,12 @@ eng_deliver_msg_create(const struct spool_recovered *rcpt)
 		free(msg);
 		return NULL;
 	}
-	memcpy(msg->sender.ptr, view->sender.data, view->sender.size);
+	if (view->sender.size > 0)
+		memcpy(msg->sender.ptr, view->sender.data, view->sender.size);
+	msg->sender.ptr[view->sender.size] = '\0';
 	msg->sender.len = view->sender.size;
-	memcpy(msg->body, view->body.data, view->body.size);
+	if (view->body.size > 0)
+		memcpy(msg->body, view->body.data, view->body.size);
 	msg->body_size = view->body.size;
 	msg->needs_8bit = eng_deliver_bytes_have_8bit(msg->body, msg->body_size);
 	msg->needs_smtputf8 = eng_deliver_bytes_have_8bit(view->sender.data, view->sender.size);
@@ -287,9 +339,9 @@ eng_deliver_dest_get(struct eng_deliver *d, const char *domain, uint32_t len)
 }
 
 static struct eng_deliver_job *
-eng_deliver_job_create(struct eng_deliver_msg *msg, struct eng_deliver_dest *dest)
+eng_deliver_job_create(struct eng_deliver_msg *msg, const struct eng_destination *settings)
 {
-	uint32_t capacity = dest->dest.settings.max_recipients_per_transaction;
+	uint32_t capacity = settings->max_recipients_per_transaction;
 	capacity = ENG_MIN(ENG_MAX(capacity, 1u), SMTP_RCPTS_PER_TRANSACTION_MAX);
 	capacity = ENG_MIN(capacity, msg->rcpt_count);
 	struct eng_deliver_job *job = calloc(1, sizeof(*job));
@@ -305,8 +357,8 @@ eng_deliver_job_create(struct eng_deliver_msg *msg, struct eng_deliver_dest *des
 	}
 	job->rcpt_capacity = capacity;
 	job->msg = msg;
-	job->dest = dest;
-	msg->refs++;
+	job->dest = NULL;
+	eng_deliver_msg_ref(msg);
 	return job;
 }
 
@@ -332,44 +384,106 @@ eng_deliver_retry_push(struct eng_deliver *d, struct eng_deliver_job *job, uint6
 	d->retry_earliest_ns = ENG_MIN(d->retry_earliest_ns, when_ns);
 }
 
-/* ---- recovery ---- */
+/* ---- recovery, injection and the hand-off to owner shards ---- */
 
-/* The job of the message being recovered for dest and deferral time. */
-static struct eng_deliver_job *
-eng_deliver_recover_job(struct eng_deliver *d, struct eng_deliver_msg *msg,
-			struct eng_deliver_dest *dest, uint64_t when_ns)
+/* The domain part of an address: after its first '@' (all of it if none). */
+static void
+eng_deliver_domain_span(const char *ptr, size_t len, const char **domain, size_t *domain_len)
 {
+	const char *at = memchr(ptr, '@', len);
+	size_t offset = at != NULL ? (size_t)(at - ptr) + 1 : len;
+	*domain = ptr + offset;
+	/* XXX: a domain over 253 bytes is cut; it cannot resolve anyway. */
+	*domain_len = ENG_MIN(len - offset, (size_t)ENG_DOMAIN_SIZE - 1u);
+}
+
+/* Lowercase domain of an address into out; returns its length. */
+static uint32_t
+eng_deliver_domain_lower(const char *ptr, size_t len, char out[ENG_DOMAIN_SIZE])
+{
+	const char *domain;
+	size_t domain_len;
+	eng_deliver_domain_span(ptr, len, &domain, &domain_len);
+	for (size_t i = 0; i < domain_len; i++) {
+		char c = domain[i];
+		out[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+	}
+	ENG_ASSERT(domain_len < ENG_DOMAIN_SIZE);
+	out[domain_len] = '\0';
+	return (uint32_t)domain_len;
+}
+
+/* The lowercase domain of a job (all its recipients share it). */
+static uint32_t
+eng_deliver_job_domain(const struct eng_deliver_job *job, char out[ENG_DOMAIN_SIZE])
+{
+	ENG_ASSERT(job->rcpt_count > 0);
+	const struct eng_deliver_addr *addr = &job->msg->rcpts[job->rcpts[0].rcpt_index];
+	return eng_deliver_domain_lower(addr->ptr, addr->len, out);
+}
+
+static bool
+eng_deliver_domain_equal(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+	if (a_len != b_len)
+		return false;
+	for (size_t i = 0; i < a_len; i++) {
+		char x = a[i] >= 'A' && a[i] <= 'Z' ? (char)(a[i] - 'A' + 'a') : a[i];
+		char y = b[i] >= 'A' && b[i] <= 'Z' ? (char)(b[i] - 'A' + 'a') : b[i];
+		if (x != y)
+			return false;
+	}
+	return true;
+}
+
+/* A job written here waits on the new list until the next loop turn,
+ * which gives it to its owner (this shard or another). */
+static void
+eng_deliver_new_push(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	job->retry_next = NULL;
+	if (d->new_tail != NULL)
+		d->new_tail->retry_next = job;
+	else
+		d->new_head = job;
+	d->new_tail = job;
+}
+
+/* The job of msg for the domain of (rcpt, rcpt_len) and deferral time,
+ * among the jobs of the message being queued; a new one if none fits. */
+static struct eng_deliver_job *
+eng_deliver_group_job(struct eng_deliver *d, struct eng_deliver_msg *msg, const char *rcpt,
+		      size_t rcpt_len, uint64_t when_ns)
+{
+	const char *domain;
+	size_t domain_len;
+	eng_deliver_domain_span(rcpt, rcpt_len, &domain, &domain_len);
 	for (uint32_t i = 0; i < d->recover_job_count; i++) {
 		struct eng_deliver_job *job = d->recover_jobs[i];
-		if (job->dest == dest && job->next_attempt_ns == when_ns &&
-		    job->rcpt_count < job->rcpt_capacity)
+		if (job->msg != msg || job->next_attempt_ns != when_ns ||
+		    job->rcpt_count >= job->rcpt_capacity)
+			continue;
+		const struct eng_deliver_addr *first = &msg->rcpts[job->rcpts[0].rcpt_index];
+		const char *other;
+		size_t other_len;
+		eng_deliver_domain_span(first->ptr, first->len, &other, &other_len);
+		if (eng_deliver_domain_equal(domain, domain_len, other, other_len))
 			return job;
 	}
-	struct eng_deliver_job *job = eng_deliver_job_create(msg, dest);
+	char lower[ENG_DOMAIN_SIZE];
+	uint32_t lower_len = eng_deliver_domain_lower(rcpt, rcpt_len, lower);
+	const struct eng_destination *settings =
+		eng_config_destination(*d->config, lower, lower_len);
+	struct eng_deliver_job *job = eng_deliver_job_create(msg, settings);
 	if (job == NULL)
 		return NULL;
-	eng_deliver_retry_push(d, job, when_ns);
+	job->next_attempt_ns = when_ns;
+	eng_deliver_new_push(d, job);
 	d->stats.jobs_created++;
 	if (d->recover_job_count == ENG_DELIVER_RECOVER_JOBS)
 		d->recover_job_count = 0; /* forget the oldest: only grouping suffers */
 	d->recover_jobs[d->recover_job_count++] = job;
 	return job;
-}
-
-/* Lowercase domain of an address into out; returns its length. */
-static uint32_t
-eng_deliver_domain_of(const struct spool_span *addr, char out[ENG_DOMAIN_SIZE])
-{
-	const uint8_t *at = memchr(addr->data, '@', addr->size);
-	size_t offset = at != NULL ? (size_t)(at - addr->data) + 1 : addr->size;
-	/* XXX: a domain over 253 bytes is cut; it cannot resolve anyway. */
-	size_t len = ENG_MIN(addr->size - offset, (size_t)ENG_DOMAIN_SIZE - 1u);
-	for (size_t i = 0; i < len; i++) {
-		uint8_t c = addr->data[offset + i];
-		out[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-	}
-	ENG_ASSERT(len < ENG_DOMAIN_SIZE);
-	return (uint32_t)len;
 }
 
 static struct eng_deliver_msg *
@@ -384,12 +498,41 @@ eng_deliver_recover_msg(struct eng_deliver *d, const struct spool_recovered *rcp
 		eng_deliver_msg_unref(msg); /* the recovery's own reference */
 	d->recover_msg = NULL;
 	d->recover_job_count = 0;
-	msg = eng_deliver_msg_create(rcpt);
-	if (msg == NULL)
-		return NULL;
-	msg->refs = 1;
+	msg = eng_deliver_msg_create(&rcpt->location, rcpt->msg);
 	d->recover_msg = msg;
 	return msg;
+}
+
+/* Copy recipient index of view into msg (once) and add it to a job of its
+ * domain. Returns false when out of memory (it stays live in the spool). */
+static bool
+eng_deliver_queue_rcpt(struct eng_deliver *d, struct eng_deliver_msg *msg,
+		       const struct spool_message *view, uint32_t index, uint64_t when_ns,
+		       uint32_t deferrals)
+{
+	ENG_ASSERT(index < msg->rcpt_count);
+	const struct spool_span *addr = &view->rcpts[index];
+	struct eng_deliver_addr *copy = &msg->rcpts[index];
+	if (copy->ptr == NULL) {
+		copy->ptr = malloc(addr->size + 1u);
+		if (copy->ptr == NULL)
+			return false;
+		memcpy(copy->ptr, addr->data, addr->size);
+		copy->ptr[addr->size] = '\0';
+		copy->len = addr->size;
+	}
+	struct eng_deliver_job *job =
+		eng_deliver_group_job(d, msg, copy->ptr, copy->len, when_ns);
+	if (job == NULL)
+		return false;
+	if (eng_deliver_bytes_have_8bit(addr->data, addr->size))
+		msg->needs_smtputf8 = true;
+	ENG_ASSERT(job->rcpt_count < job->rcpt_capacity);
+	struct eng_deliver_rcpt *r = &job->rcpts[job->rcpt_count++];
+	r->rcpt_index = index;
+	r->deferrals = deferrals;
+	r->state = ENG_DELIVER_RCPT_WAITING;
+	return true;
 }
 
 void
@@ -399,37 +542,87 @@ eng_deliver_recovered(struct eng_deliver *d, const struct spool_recovered *rcpt)
 	ENG_ASSERT(rcpt->rcpt_index < rcpt->msg->rcpt_count);
 	d->stats.recipients_recovered++;
 	struct eng_deliver_msg *msg = eng_deliver_recover_msg(d, rcpt);
-	const struct spool_span *addr = &rcpt->msg->rcpts[rcpt->rcpt_index];
-	char domain[ENG_DOMAIN_SIZE];
-	uint32_t domain_len = eng_deliver_domain_of(addr, domain);
-	struct eng_deliver_dest *dest =
-		msg != NULL ? eng_deliver_dest_get(d, domain, domain_len) : NULL;
 	bool is_deferred = rcpt->state == SPOOL_RCPT_DEFERRED;
-	uint64_t when_ns = is_deferred ? rcpt->next_attempt_ns : 0;
-	struct eng_deliver_job *job =
-		dest != NULL ? eng_deliver_recover_job(d, msg, dest, when_ns) : NULL;
-	struct eng_deliver_addr *copy = msg != NULL ? &msg->rcpts[rcpt->rcpt_index] : NULL;
-	if (copy != NULL && copy->ptr == NULL) {
-		copy->ptr = malloc(addr->size + 1u);
-		if (copy->ptr != NULL) {
-			memcpy(copy->ptr, addr->data, addr->size);
-			copy->len = addr->size;
-		}
-	}
-	if (job == NULL || copy == NULL || copy->ptr == NULL) {
+	/* XXX: the journal keeps no attempt count; a deferred one counts 1. */
+	if (msg == NULL || !eng_deliver_queue_rcpt(d, msg, rcpt->msg, rcpt->rcpt_index,
+						   is_deferred ? rcpt->next_attempt_ns : 0,
+						   is_deferred ? 1u : 0u)) {
 		/* Out of memory at start-up: the recipient stays live in the
 		 * spool and the next start tries again. */
 		d->stats.recipients_dropped++;
+	}
+}
+
+/* Take over a job whose domain this shard owns: onto its destination's
+ * retry list. Out of memory: dropped (live in the spool until a restart). */
+static void
+eng_deliver_adopt(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	ENG_ASSERT(job->dest == NULL && !job->job.queued);
+	char domain[ENG_DOMAIN_SIZE];
+	uint32_t len = eng_deliver_job_domain(job, domain);
+	job->dest = eng_deliver_dest_get(d, domain, len);
+	if (job->dest == NULL) {
+		d->stats.recipients_dropped += job->rcpt_count;
+		eng_deliver_job_free(job);
 		return;
 	}
-	if (eng_deliver_bytes_have_8bit(addr->data, addr->size))
-		msg->needs_smtputf8 = true;
-	ENG_ASSERT(job->rcpt_count < job->rcpt_capacity);
-	struct eng_deliver_rcpt *r = &job->rcpts[job->rcpt_count++];
-	r->rcpt_index = rcpt->rcpt_index;
-	/* XXX: the journal keeps no attempt count; a deferred one counts 1. */
-	r->deferrals = is_deferred ? 1u : 0u;
-	r->state = ENG_DELIVER_RCPT_WAITING;
+	d->stats.jobs_adopted++;
+	eng_deliver_retry_push(d, job, job->next_attempt_ns);
+}
+
+static void
+eng_deliver_outbox_job(struct eng_deliver *d, uint32_t owner, struct eng_deliver_job *job)
+{
+	struct eng_deliver_outbox *ob = &d->outbox[owner];
+	job->retry_next = NULL;
+	if (ob->jobs_tail != NULL)
+		ob->jobs_tail->retry_next = job;
+	else
+		ob->jobs_head = job;
+	ob->jobs_tail = job;
+}
+
+static void
+eng_deliver_outbox_op(struct eng_deliver *d, uint32_t target, struct eng_deliver_outcome *op,
+		      uint32_t kind)
+{
+	ENG_ASSERT(d->outbox != NULL && target < d->shard_count && target != d->shard_index);
+	struct eng_deliver_outbox *ob = &d->outbox[target];
+	op->mail_kind = kind;
+	op->outbox_next = NULL;
+	if (ob->ops_tail != NULL)
+		ob->ops_tail->outbox_next = op;
+	else
+		ob->ops_head = op;
+	ob->ops_tail = op;
+	d->outbox_ops++;
+}
+
+/* Give every job written since the last turn to its owner shard. */
+static void
+eng_deliver_dispatch(struct eng_deliver *d)
+{
+	struct eng_deliver_job *list = d->new_head;
+	d->new_head = NULL;
+	d->new_tail = NULL;
+	d->recover_job_count = 0; /* the jobs leave: no more grouping into them */
+	/* Bounded: the list was detached; nothing below pushes onto it. */
+	while (list != NULL) {
+		struct eng_deliver_job *job = list;
+		list = job->retry_next;
+		job->retry_next = NULL;
+		char domain[ENG_DOMAIN_SIZE];
+		uint32_t len = eng_deliver_job_domain(job, domain);
+		uint32_t owner = d->mesh != NULL ? eng_domain_owner(domain, len, d->shard_count)
+						 : d->shard_index;
+		if (owner == d->shard_index) {
+			eng_deliver_adopt(d, job);
+		} else {
+			d->stats.jobs_handed_off++;
+			eng_deliver_outbox_job(d, owner, job);
+		}
+	}
 }
 
 /* ---- outcomes and the delivery log ---- */
@@ -452,6 +645,15 @@ eng_deliver_unreserve(struct eng_deliver *d, struct eng_deliver_job *job)
 	ENG_ASSERT(d->outcomes_reserved >= job->reserved);
 	d->outcomes_reserved -= job->reserved;
 	job->reserved = 0;
+}
+
+static void
+eng_deliver_log_write(struct eng_deliver *d, const struct eng_log_record *rec)
+{
+	size_t len = eng_log_format(rec, d->log_buf, sizeof(d->log_buf));
+	ENG_ASSERT(len <= sizeof(d->log_buf));
+	if (d->log_is_open)
+		eng_logfile_append(&d->log, d->log_buf, len);
 }
 
 static void
@@ -492,40 +694,207 @@ eng_deliver_log_line(struct eng_deliver *d, const struct eng_deliver_outcome *op
 	else if (op->event != ENG_LOG_DELIVERY)
 		rec.category = eng_bounce_classify(d->bounce, op->code, op->enhanced, op->text,
 						   op->text_len, NULL);
-	size_t len = eng_log_format(&rec, d->log_buf, sizeof(d->log_buf));
-	ENG_ASSERT(len <= sizeof(d->log_buf));
-	if (d->log_fd < 0)
-		return;
-	/* XXX: through the ring; a plain write(2) blocks the shard. */
-	ssize_t wrote = write(d->log_fd, d->log_buf, len);
-	if (wrote != (ssize_t)len)
-		d->stats.log_errors++;
+	eng_deliver_log_write(d, &rec);
 }
 
 static void
 eng_deliver_outcome_release(struct eng_deliver *d, struct eng_deliver_outcome *op)
 {
 	ENG_ASSERT(op->msg != NULL);
+	ENG_ASSERT(op->deliver == d);
 	eng_deliver_msg_unref(op->msg);
 	op->msg = NULL;
+	op->writer = NULL;
 	op->free_next = d->free_outcomes;
 	d->free_outcomes = op;
 	d->outcomes_free++;
 	ENG_ASSERT(d->outcomes_free <= ENG_DELIVER_OUTCOMES);
 }
 
-/* The journal acknowledged (or failed) an outcome record. */
+/* The writer w is done with op: back to its pool, here or by mail. */
+static void
+eng_deliver_outcome_return(struct eng_deliver *w, struct eng_deliver_outcome *op)
+{
+	if (op->deliver == w)
+		eng_deliver_outcome_release(w, op);
+	else
+		eng_deliver_outbox_op(w, op->deliver->shard_index, op, ENG_DELIVER_MAIL_RELEASE);
+}
+
+/* The journal acknowledged (or failed) an outcome record (on the writer). */
 static void
 eng_deliver_outcome_done(struct spool_append *append, int32_t result)
 {
 	struct eng_deliver_outcome *op =
 		ENG_CONTAINER_OF(append, struct eng_deliver_outcome, append);
-	struct eng_deliver *d = op->deliver;
+	struct eng_deliver *w = op->writer;
+	ENG_ASSERT(w != NULL);
 	if (result == 0)
-		eng_deliver_log_line(d, op);
+		eng_deliver_log_line(w, op);
 	else
-		d->stats.outcome_errors++;
-	eng_deliver_outcome_release(d, op);
+		w->stats.outcome_errors++;
+	eng_deliver_outcome_return(w, op);
+}
+
+/* A DSN being stored before the bounce it reports is journaled. */
+struct eng_deliver_dsn {
+	struct spool_append append;
+	struct eng_deliver *writer;
+	struct eng_deliver_outcome *op;
+	struct spool_message message;
+	struct spool_span rcpt;
+	uint8_t *wire;
+};
+
+static void eng_deliver_journal_write(struct eng_deliver *w, struct eng_deliver_outcome *op);
+
+static void
+eng_deliver_dsn_free(struct eng_deliver_dsn *dsn)
+{
+	free(dsn->wire);
+	free(dsn);
+}
+
+/* The DSN record is durable (or failed): queue it, then journal the bounce.
+ * A DSN that could not be stored leaves the bounce unjournaled: the
+ * recipient stays live and a restart tries it (and its DSN) again. */
+static void
+eng_deliver_dsn_stored(struct spool_append *append, int32_t result)
+{
+	struct eng_deliver_dsn *dsn = ENG_CONTAINER_OF(append, struct eng_deliver_dsn, append);
+	struct eng_deliver *w = dsn->writer;
+	struct eng_deliver_outcome *op = dsn->op;
+	if (result == 0) {
+		w->stats.dsns_stored++;
+		eng_deliver_injected(w, &append->location, &dsn->message, NULL, NULL);
+		eng_deliver_journal_write(w, op);
+	} else {
+		w->stats.dsn_errors++;
+		eng_deliver_outcome_return(w, op);
+	}
+	eng_deliver_dsn_free(dsn);
+}
+
+/* The one-recipient DSN input for op (a bounce or an expiry). */
+static void
+eng_deliver_dsn_input(const struct eng_deliver *w, const struct eng_deliver_outcome *op,
+		      struct eng_dsn_rcpt *rcpt, struct eng_dsn_message *in)
+{
+	const struct eng_deliver_msg *msg = op->msg;
+	const struct eng_deliver_addr *addr = &msg->rcpts[op->outcome.rcpt_index];
+	const char *hostname = (*w->config)->engine.hostname;
+	*rcpt = (struct eng_dsn_rcpt){
+		.addr = addr->ptr,
+		.addr_len = addr->len,
+		.is_expired = op->outcome.state == SPOOL_RCPT_EXPIRED,
+		.reply_code = op->code,
+		.reply_enhanced = op->enhanced,
+		.reply_text = op->text,
+		.reply_text_len = op->text_len,
+		.remote_mta = op->mx_host[0] != '\0' ? op->mx_host : NULL,
+		.remote_mta_len = strlen(op->mx_host),
+		.last_attempt_ns = op->outcome.time_ns,
+	};
+	*in = (struct eng_dsn_message){
+		.hostname = hostname,
+		.hostname_len = strlen(hostname),
+		.sender = msg->sender.ptr,
+		.sender_len = msg->sender.len,
+		.queue_id = msg->queue_id,
+		.queue_id_len = strlen(msg->queue_id),
+		.arrival_ns = msg->created_ns,
+		.now_ns = eng_now_realtime_ns(),
+		.body = msg->body,
+		.body_len = msg->body_size,
+		.rcpts = rcpt,
+		.rcpt_count = 1,
+	};
+}
+
+/* Build op's DSN and write it to w's spool; its ack journals op. Returns
+ * false when no DSN is due or it cannot be built (journal op at once). */
+static bool
+eng_deliver_dsn_write(struct eng_deliver *w, struct eng_deliver_outcome *op)
+{
+	struct eng_dsn_rcpt rcpt;
+	struct eng_dsn_message in;
+	eng_deliver_dsn_input(w, op, &rcpt, &in);
+	size_t size = 0;
+	if (eng_dsn_build(&in, NULL, 0, &size) != ENG_DSN_TOO_SMALL)
+		return false; /* null sender */
+	struct eng_deliver_dsn *dsn = calloc(1, sizeof(*dsn));
+	uint8_t *wire = dsn != NULL ? malloc(size) : NULL;
+	size_t len = 0;
+	if (wire == NULL || eng_dsn_build(&in, wire, size, &len) != ENG_DSN_OK ||
+	    len > UINT32_MAX) {
+		free(wire);
+		free(dsn);
+		w->stats.dsn_errors++;
+		return false;
+	}
+	dsn->writer = w;
+	dsn->op = op;
+	dsn->wire = wire;
+	dsn->rcpt = (struct spool_span){ .data = (const uint8_t *)op->msg->sender.ptr,
+					 .size = op->msg->sender.len };
+	uint64_t now_ns = eng_now_realtime_ns();
+	dsn->message = (struct spool_message){ .created_ns = now_ns,
+					       .expires_ns = 0,
+					       .sender = { .data = NULL, .size = 0 },
+					       .rcpt_count = 1,
+					       .rcpts = &dsn->rcpt,
+					       .body = { .data = wire, .size = (uint32_t)len } };
+	dsn->append = (struct spool_append){ .callback = eng_deliver_dsn_stored,
+					     .ctx = dsn,
+					     .type = SPOOL_RECORD_MESSAGE,
+					     .input.message = &dsn->message };
+	if (spool_write_message(w->spool, &dsn->append) < 0) {
+		eng_deliver_dsn_free(dsn);
+		w->stats.dsn_errors++;
+		return false;
+	}
+	return true;
+}
+
+/* On the message's writer shard w: journal op; its ack writes the log line.
+ * A bounced or expired recipient of a message with a sender first gets its
+ * DSN stored ([engine] dsn), then the outcome is journaled. */
+static void
+eng_deliver_journal(struct eng_deliver *w, struct eng_deliver_outcome *op)
+{
+	ENG_ASSERT(op->msg->location.shard == w->shard_index);
+	ENG_ASSERT(w->spool != NULL);
+	op->writer = w;
+	uint16_t state = op->outcome.state;
+	bool is_failed = state == SPOOL_RCPT_BOUNCED || state == SPOOL_RCPT_EXPIRED;
+	if (is_failed && op->msg->sender.len > 0 && (*w->config)->engine.bounces &&
+	    eng_deliver_dsn_write(w, op))
+		return;
+	eng_deliver_journal_write(w, op);
+}
+
+static void
+eng_deliver_journal_write(struct eng_deliver *w, struct eng_deliver_outcome *op)
+{
+	op->append = (struct spool_append){ .callback = eng_deliver_outcome_done,
+					    .ctx = op,
+					    .type = SPOOL_RECORD_OUTCOME,
+					    .input.outcome = &op->outcome };
+	if (spool_write_outcome(w->spool, &op->append) < 0) {
+		w->stats.outcome_errors++;
+		eng_deliver_outcome_return(w, op);
+	}
+}
+
+/* An outcome decided here goes to the journal of the message's writer. */
+static void
+eng_deliver_outcome_send(struct eng_deliver *d, struct eng_deliver_outcome *op)
+{
+	uint32_t writer = op->msg->location.shard;
+	if (writer == d->shard_index)
+		eng_deliver_journal(d, op);
+	else
+		eng_deliver_outbox_op(d, writer, op, ENG_DELIVER_MAIL_OUTCOME);
 }
 
 static enum spool_rcpt_state
@@ -613,7 +982,9 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 		expired_status.enhanced.detail = 7;
 		status = &expired_status;
 	}
-	if (state == SPOOL_RCPT_DEFERRED) {
+	if (state == SPOOL_RCPT_DEFERRED && d->is_aborting) {
+		/* Cut short by a stop: not counted, due again at once. */
+	} else if (state == SPOOL_RCPT_DEFERRED) {
 		r->deferrals++;
 		op->outcome.time_ns = now_ns + eng_config_retry_delay_ns(*d->config, r->deferrals,
 									 eng_deliver_random(d));
@@ -630,15 +1001,8 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 	d->stats.deferred += state == SPOOL_RCPT_DEFERRED;
 	eng_deliver_outcome_fill(op, status, job->slot, transaction_ms);
 	op->msg = job->msg;
-	op->msg->refs++;
-	op->append = (struct spool_append){ .callback = eng_deliver_outcome_done,
-					    .ctx = op,
-					    .type = SPOOL_RECORD_OUTCOME,
-					    .input.outcome = &op->outcome };
-	if (spool_write_outcome(d->spool, &op->append) < 0) {
-		d->stats.outcome_errors++;
-		eng_deliver_outcome_release(d, op);
-	}
+	eng_deliver_msg_ref(op->msg);
+	eng_deliver_outcome_send(d, op);
 }
 
 /* A local status (no reply from the server). */
@@ -1135,7 +1499,7 @@ static void
 eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 {
 	for (struct eng_deliver_dest *e = d->dests; e != NULL; e = e->all_next) {
-		for (uint32_t i = 0; i < ENG_DELIVER_CONNS && d->free_slots != NULL; i++) {
+		for (uint32_t i = 0; i < d->slot_count && d->free_slots != NULL; i++) {
 			uint64_t wait_ns = 0;
 			enum eng_dest_open open =
 				eng_dest_want_connection(&e->dest, d->node, now_ns, &wait_ns);
@@ -1153,7 +1517,7 @@ eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *w
 static void
 eng_deliver_run_idle(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 {
-	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
+	for (uint32_t i = 0; i < d->slot_count; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
 		if (!slot->is_idle)
 			continue;
@@ -1186,6 +1550,14 @@ eng_deliver_timer_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 }
 
 static void
+eng_deliver_cancel_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	(void)op;
+	(void)cqe_flags;
+	(void)res; /* 0, -ENOENT (already fired) or -EALREADY: all fine */
+}
+
+static void
 eng_deliver_arm_timer(struct eng_deliver *d, uint64_t delay_ns)
 {
 	if (d->timer_op.in_flight || delay_ns == UINT64_MAX)
@@ -1197,12 +1569,87 @@ eng_deliver_arm_timer(struct eng_deliver *d, uint64_t delay_ns)
 		ENG_ASSERT(!d->timer_op.in_flight); /* SQ full: the next turn tries again */
 }
 
+/* ---- the mailbox ---- */
+
 static void
-eng_deliver_hook(void *ctx)
+eng_deliver_mail(void *ctx, uint32_t from_shard_index, const struct ring_mail *mails,
+		 uint32_t count)
 {
 	struct eng_deliver *d = ctx;
-	if (d->spool == NULL || d->is_stopping)
+	ENG_ASSERT(from_shard_index != d->shard_index);
+	for (uint32_t i = 0; i < count; i++) {
+		ENG_ASSERT(mails[i].ptr != NULL);
+		switch (mails[i].kind) {
+		case ENG_DELIVER_MAIL_JOB:
+			eng_deliver_adopt(d, mails[i].ptr);
+			break;
+		case ENG_DELIVER_MAIL_OUTCOME:
+			eng_deliver_journal(d, mails[i].ptr);
+			break;
+		case ENG_DELIVER_MAIL_RELEASE:
+			eng_deliver_outcome_release(d, mails[i].ptr);
+			break;
+		default:
+			ENG_PANIC("unknown delivery mail");
+		}
+	}
+}
+
+/* Send what the outbox to target holds, as much as its queue takes:
+ * outcome ops first (they free pools), then jobs (not while stopping: a
+ * stopping node takes no new work; they stay for the next start). */
+static void
+eng_deliver_flush_one(struct eng_deliver *d, uint32_t target)
+{
+	struct eng_deliver_outbox *ob = &d->outbox[target];
+	for (uint32_t rounds = 0; rounds < ENG_DELIVER_OUTCOMES; rounds++) {
+		struct ring_mail mails[RING_MAILBOX_DELIVER_BATCH_MAX];
+		uint32_t n = 0;
+		for (struct eng_deliver_outcome *op = ob->ops_head;
+		     op != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX; op = op->outbox_next)
+			mails[n++] = (struct ring_mail){ .ptr = op, .kind = op->mail_kind };
+		uint32_t ops = n;
+		for (struct eng_deliver_job *job = ob->jobs_head;
+		     !d->is_stopping && job != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX;
+		     job = job->retry_next)
+			mails[n++] = (struct ring_mail){ .ptr = job, .kind = ENG_DELIVER_MAIL_JOB };
+		if (n == 0)
+			return;
+		uint32_t sent = ring_mailbox_send(d->mesh, d->shard_index, target, mails, n);
+		for (uint32_t i = 0; i < sent && i < ops; i++) {
+			ob->ops_head = ob->ops_head->outbox_next;
+			d->outbox_ops--;
+		}
+		if (ob->ops_head == NULL)
+			ob->ops_tail = NULL;
+		for (uint32_t i = ops; i < sent; i++)
+			ob->jobs_head = ob->jobs_head->retry_next;
+		if (ob->jobs_head == NULL)
+			ob->jobs_tail = NULL;
+		if (sent < n)
+			return; /* full: the rest next turn (woken when room appears) */
+	}
+}
+
+static void
+eng_deliver_flush_outboxes(struct eng_deliver *d)
+{
+	if (d->mesh == NULL)
 		return;
+	for (uint32_t t = 0; t < d->shard_count; t++) {
+		if (t != d->shard_index)
+			eng_deliver_flush_one(d, t);
+	}
+	/* Wakes for what was just sent go out with this turn's submit. */
+	(void)ring_mailbox_flush(d->mesh, d->shard_index);
+}
+
+/* ---- the loop turn ---- */
+
+/* Normal running: retries due, idle connections, new connections, waits. */
+static void
+eng_deliver_schedule(struct eng_deliver *d)
+{
 	uint64_t real_ns = eng_now_realtime_ns();
 	uint64_t mono_ns = eng_now_monotonic_ns();
 	eng_deliver_run_retries(d, real_ns);
@@ -1211,7 +1658,7 @@ eng_deliver_hook(void *ctx)
 	 * (queued_count > idle_connections) open new ones. */
 	eng_deliver_run_idle(d, mono_ns, &wake_ns);
 	eng_deliver_open_connections(d, mono_ns, &wake_ns);
-	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
+	for (uint32_t i = 0; i < d->slot_count; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
 		if (!slot->is_waiting)
 			continue;
@@ -1229,6 +1676,61 @@ eng_deliver_hook(void *ctx)
 		delay_ns = ENG_MIN(delay_ns, retry_ns);
 	}
 	eng_deliver_arm_timer(d, delay_ns);
+}
+
+/* Stopping: connections finish their transaction and quit (slot_next says
+ * QUIT); once the grace period is over the rest are aborted. */
+static void
+eng_deliver_stop_turn(struct eng_deliver *d)
+{
+	uint64_t mono_ns = eng_now_monotonic_ns();
+	for (uint32_t i = 0; i < d->slot_count; i++) {
+		struct eng_deliver_slot *slot = &d->slots[i];
+		if (slot->is_idle || (slot->is_waiting && eng_conn_is_ready(&slot->conn))) {
+			eng_deliver_slot_unidle(slot);
+			slot->is_waiting = false;
+			eng_conn_quit(&slot->conn);
+		}
+	}
+	if (d->slots_open == 0 || d->is_aborting)
+		return;
+	if (mono_ns < d->grace_until_ns) {
+		eng_deliver_arm_timer(d, d->grace_until_ns - mono_ns);
+		return;
+	}
+	d->is_aborting = true;
+	for (uint32_t i = 0; i < d->slot_count; i++) {
+		if (eng_conn_state(&d->slots[i].conn) != ENG_CONN_STATE_FREE)
+			eng_conn_abort(&d->slots[i].conn);
+	}
+}
+
+static bool
+eng_deliver_is_drained_now(const struct eng_deliver *d)
+{
+	return d->is_stopping && d->slots_open == 0 && d->outcomes_free == ENG_DELIVER_OUTCOMES &&
+	       d->outbox_ops == 0;
+}
+
+static void
+eng_deliver_hook(void *ctx)
+{
+	struct eng_deliver *d = ctx;
+	if (d->spool == NULL)
+		return;
+	if (d->mesh != NULL)
+		(void)ring_mailbox_drain(d->mesh, d->shard_index, ENG_DELIVER_MAIL_TURN_MAX, d,
+					 eng_deliver_mail);
+	eng_deliver_dispatch(d);
+	if (d->is_stopping)
+		eng_deliver_stop_turn(d);
+	else if (!(*d->config)->engine.hold)
+		eng_deliver_schedule(d);
+	eng_deliver_flush_outboxes(d);
+	if (d->drained_fn != NULL && !d->drained_told && eng_deliver_is_drained_now(d)) {
+		d->drained_told = true;
+		d->drained_fn(d->drained_ctx);
+	}
 }
 
 /* ---- create, stop, destroy ---- */
@@ -1269,17 +1771,17 @@ eng_deliver_dns_close(struct eng_deliver *d)
 	d->dns_cache = NULL;
 }
 
-static int
-eng_deliver_open_log(struct eng_deliver *d, const char *path, char *err, size_t err_size)
+int
+eng_deliver_attach_log(struct eng_deliver *d, struct eng_logfile_shared *shared, char *err,
+		       size_t err_size)
 {
-	d->log_fd = -1;
-	if (path[0] == '\0')
+	ENG_ASSERT(d != NULL && !d->log_is_open);
+	if (shared == NULL || shared->path[0] == '\0')
 		return 0;
-	d->log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (d->log_fd < 0) {
-		snprintf(err, err_size, "delivery_log %s: %s", path, strerror(errno));
-		return -errno;
-	}
+	int ret = eng_logfile_open(&d->log, d->ring, shared, err, err_size);
+	if (ret < 0)
+		return ret;
+	d->log_is_open = true;
 	return 0;
 }
 
@@ -1293,22 +1795,20 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 		snprintf(err, err_size, "out of memory for the delivery state");
 		return NULL;
 	}
-	d->log_fd = -1;
 	d->ring = ring;
 	d->config = config;
 	d->node = node;
 	d->shard_index = shard_index;
 	d->retry_earliest_ns = UINT64_MAX;
 	d->random_state = 2463534242u ^ (shard_index * 2654435761u);
-	d->slots = calloc(ENG_DELIVER_CONNS, sizeof(*d->slots));
+	d->slot_count = (*config)->engine.delivery_connections;
+	if (d->slot_count == 0)
+		d->slot_count = ENG_DELIVER_CONNS;
+	d->slots = calloc(d->slot_count, sizeof(*d->slots));
 	d->outcomes = calloc(ENG_DELIVER_OUTCOMES, sizeof(*d->outcomes));
 	d->bounce = calloc(1, sizeof(*d->bounce));
 	if (d->slots == NULL || d->outcomes == NULL || d->bounce == NULL) {
 		snprintf(err, err_size, "out of memory for the delivery pools");
-		eng_deliver_destroy(d);
-		return NULL;
-	}
-	if (eng_deliver_open_log(d, (*config)->engine.delivery_log, err, err_size) < 0) {
 		eng_deliver_destroy(d);
 		return NULL;
 	}
@@ -1322,7 +1822,7 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 		return NULL;
 	}
 	eng_bounce_table_init(d->bounce);
-	for (uint32_t i = ENG_DELIVER_CONNS; i-- > 0;) {
+	for (uint32_t i = d->slot_count; i-- > 0;) {
 		d->slots[i].deliver = d;
 		d->slots[i].free_next = d->free_slots;
 		d->free_slots = &d->slots[i];
@@ -1353,43 +1853,121 @@ eng_deliver_attach_spool(struct eng_deliver *d, struct spool *spool)
 }
 
 void
+eng_deliver_attach_mesh(struct eng_deliver *d, struct ring_mailbox_mesh *mesh)
+{
+	ENG_ASSERT(d != NULL && d->mesh == NULL && d->spool == NULL);
+	uint32_t count = mesh != NULL ? ring_mailbox_shard_count(mesh) : 1u;
+	ENG_ASSERT(d->shard_index < count);
+	if (count < 2)
+		return;
+	d->outbox = calloc(count, sizeof(*d->outbox));
+	ENG_ASSERT(d->outbox != NULL); /* a few hundred bytes at start-up */
+	d->mesh = mesh;
+	d->shard_count = count;
+}
+
+void
+eng_deliver_drain(struct eng_deliver *d, eng_deliver_drained_fn *fn, void *ctx)
+{
+	ENG_ASSERT(d != NULL);
+	if (d->is_stopping)
+		return;
+	d->is_stopping = true;
+	d->drained_fn = fn;
+	d->drained_ctx = ctx;
+	d->grace_until_ns = eng_now_monotonic_ns() + (*d->config)->engine.stop_grace_ns;
+	/* Lookups first: a pending one only parks its jobs (is_stopping). */
+	eng_deliver_dns_close(d);
+}
+
+bool
+eng_deliver_is_drained(const struct eng_deliver *d)
+{
+	ENG_ASSERT(d != NULL);
+	return eng_deliver_is_drained_now(d);
+}
+
+/* Free the jobs other shards handed here after the drain (no outcome can
+ * be in a queue once every shard drained). */
+static void
+eng_deliver_mail_free(void *ctx, uint32_t from_shard_index, const struct ring_mail *mails,
+		      uint32_t count)
+{
+	(void)ctx;
+	(void)from_shard_index;
+	for (uint32_t i = 0; i < count; i++) {
+		ENG_ASSERT(mails[i].kind == ENG_DELIVER_MAIL_JOB);
+		eng_deliver_job_free(mails[i].ptr);
+	}
+}
+
+void
 eng_deliver_stop(struct eng_deliver *d)
 {
 	ENG_ASSERT(d != NULL);
-	d->is_stopping = true;
-	/* XXX: an aborted transaction is journaled DEFERRED with the normal
-	 * retry delay, so after a restart it waits that delay; a shutdown
-	 * should not count as an attempt. */
-	for (uint32_t i = 0; i < ENG_DELIVER_CONNS; i++) {
-		eng_deliver_slot_unidle(&d->slots[i]);
-		if (eng_conn_state(&d->slots[i].conn) != ENG_CONN_STATE_FREE)
-			eng_conn_abort(&d->slots[i].conn);
+	if (!d->is_stopping) {
+		/* Not drained by the node (one shard, or a failed start): no grace. */
+		eng_deliver_drain(d, NULL, NULL);
+		d->grace_until_ns = 0;
 	}
-	/* Lookups first: a pending one only parks jobs (is_stopping). */
-	eng_deliver_dns_close(d);
 	for (uint32_t turns = 0; turns < ENG_DELIVER_STOP_TURNS; turns++) {
-		bool busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES ||
-			    d->timer_op.in_flight;
-		if (!busy)
-			return;
+		if (eng_deliver_is_drained_now(d))
+			break;
 		int ret = ring_run_once(d->ring, 10ull * ENG_DELIVER_NS_PER_MS);
 		if (ret < 0 && ret != -EINTR)
 			break;
 	}
-	fprintf(stderr, "ringmail: shard %u: delivery did not drain (%u connections open)\n",
-		d->shard_index, d->slots_open);
+	if (!eng_deliver_is_drained_now(d))
+		fprintf(stderr,
+			"ringmail: shard %u: delivery did not drain (%u connections open, %u "
+			"outcomes out)\n",
+			d->shard_index, d->slots_open, ENG_DELIVER_OUTCOMES - d->outcomes_free);
+	for (uint32_t rounds = 0; d->mesh != NULL && rounds < 1024u; rounds++) {
+		if (ring_mailbox_drain(d->mesh, d->shard_index, ENG_DELIVER_MAIL_TURN_MAX, d,
+				       eng_deliver_mail_free) == 0)
+			break;
+	}
+	if (d->timer_op.in_flight && !d->cancel_op.in_flight) {
+		d->cancel_op.callback = eng_deliver_cancel_done;
+		d->cancel_op.ctx = d;
+		(void)ring_prep_cancel(d->ring, &d->cancel_op, &d->timer_op);
+	}
+	for (uint32_t turns = 0; turns < ENG_DELIVER_STOP_TURNS; turns++) {
+		if (!d->timer_op.in_flight && !d->cancel_op.in_flight)
+			break;
+		int ret = ring_run_once(d->ring, 10ull * ENG_DELIVER_NS_PER_MS);
+		if (ret < 0 && ret != -EINTR)
+			break;
+	}
+	if (d->log_is_open)
+		eng_logfile_close(&d->log); /* every line written */
+	d->log_is_open = false;
 }
 
 static void
-eng_deliver_free_jobs(struct eng_deliver *d)
+eng_deliver_free_list(struct eng_deliver_job *list)
 {
-	struct eng_deliver_job *list = d->retry_head;
-	d->retry_head = NULL;
 	while (list != NULL) {
 		struct eng_deliver_job *job = list;
 		list = job->retry_next;
 		job->reserved = 0;
 		eng_deliver_job_free(job);
+	}
+}
+
+static void
+eng_deliver_free_jobs(struct eng_deliver *d)
+{
+	eng_deliver_free_list(d->retry_head);
+	d->retry_head = NULL;
+	eng_deliver_free_list(d->new_head);
+	d->new_head = NULL;
+	d->new_tail = NULL;
+	for (uint32_t t = 0; d->outbox != NULL && t < d->shard_count; t++) {
+		ENG_ASSERT(d->outbox[t].ops_head == NULL);
+		eng_deliver_free_list(d->outbox[t].jobs_head);
+		d->outbox[t].jobs_head = NULL;
+		d->outbox[t].jobs_tail = NULL;
 	}
 	for (struct eng_deliver_dest *e = d->dests; e != NULL;) {
 		struct eng_deliver_dest *next = e->all_next;
@@ -1431,8 +2009,9 @@ eng_deliver_destroy(struct eng_deliver *d)
 	eng_deliver_free_jobs(d);
 	if (d->recover_msg != NULL)
 		eng_deliver_msg_unref(d->recover_msg);
-	if (d->log_fd >= 0)
-		close(d->log_fd);
+	if (d->log_is_open)
+		eng_logfile_close(&d->log);
+	free(d->outbox);
 	free(d->bounce);
 	free(d->outcomes);
 	free(d->slots);
@@ -1444,4 +2023,64 @@ eng_deliver_stats_get(const struct eng_deliver *d)
 {
 	ENG_ASSERT(d != NULL);
 	return &d->stats;
+}
+
+/* One Reception line per recipient: the client's name and IP go in the
+ * mx_host and mx_ip fields (the peer of this event). */
+static void
+eng_deliver_log_reception(struct eng_deliver *d, const struct eng_deliver_msg *msg,
+			  uint32_t index, const char *client_name, const char *client_ip)
+{
+	const struct eng_deliver_addr *rcpt = &msg->rcpts[index];
+	const char *domain;
+	size_t domain_len;
+	eng_deliver_domain_span(rcpt->ptr, rcpt->len, &domain, &domain_len);
+	bool has_name = client_name != NULL && client_name[0] != '\0';
+	bool has_ip = client_ip != NULL && client_ip[0] != '\0';
+	struct eng_log_record rec = {
+		.event = ENG_LOG_RECEPTION,
+		.time_ns = eng_now_realtime_ns(),
+		.queue_id = msg->queue_id,
+		.queue_id_len = strlen(msg->queue_id),
+		.sender = msg->sender.ptr,
+		.sender_len = msg->sender.len,
+		.recipient = rcpt->ptr,
+		.recipient_len = rcpt->len,
+		.domain = domain,
+		.domain_len = domain_len,
+		.mx_host = has_name ? client_name : NULL,
+		.mx_host_len = has_name ? strlen(client_name) : 0,
+		.mx_ip = has_ip ? client_ip : NULL,
+		.mx_ip_len = has_ip ? strlen(client_ip) : 0,
+		.attempt = 0,
+		.queued_ms = 0,
+		.connect_ms = ENG_LOG_MS_NONE,
+		.transaction_ms = ENG_LOG_MS_NONE,
+	};
+	eng_deliver_log_write(d, &rec);
+}
+
+void
+eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
+		     const struct spool_message *msg, const char *client_name,
+		     const char *client_ip)
+{
+	ENG_ASSERT(d != NULL && loc != NULL && msg != NULL);
+	ENG_ASSERT(loc->shard == d->shard_index);
+	ENG_ASSERT(msg->rcpt_count > 0 && msg->rcpts != NULL);
+	d->stats.messages_injected++;
+	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg);
+	d->recover_job_count = 0;
+	for (uint32_t i = 0; i < msg->rcpt_count; i++) {
+		if (copy == NULL || !eng_deliver_queue_rcpt(d, copy, msg, i, 0, 0)) {
+			/* Out of memory: durable, so delivered after a restart. */
+			d->stats.recipients_dropped++;
+			continue;
+		}
+		d->stats.recipients_injected++;
+		eng_deliver_log_reception(d, copy, i, client_name, client_ip);
+	}
+	d->recover_job_count = 0;
+	if (copy != NULL)
+		eng_deliver_msg_unref(copy); /* the jobs hold it now */
 }

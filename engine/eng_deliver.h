@@ -1,49 +1,57 @@
 /*
- * eng_deliver.h - a shard's delivery loop (first vertical slice, docs/engine.md
- * "The delivery loop"): recovered recipients are grouped into jobs per
- * destination domain, sent over static routes with a fixed pool of
- * eng_conn, and every recipient's outcome is journaled; once the journal
- * record is durable one delivery-log line is written.
+ * eng_deliver.h - a shard's delivery loop (docs/engine.md "The delivery
+ * loop"): recipients recovered from or injected into this shard's spool
+ * are grouped into jobs per destination domain and handed to the shard
+ * that owns the domain; the owner delivers them over its pool of eng_conn
+ * and sends each outcome back to the writer shard, which journals it; once
+ * the journal record is durable one delivery-log line is written.
  *
  * Flow:
- *   recovery callback -> eng_deliver_recovered(): copy the message once
- *     (refcounted), add the recipient to a job of its domain (at most
- *     max_recipients_per_transaction per job); jobs wait on the retry list.
- *   every loop turn (a ring hook): due retry jobs are routed and queued on
- *     their eng_dest: a static route; else the destination's MX addresses
- *     (eng_dns_route_resolve on the shard's resolver and cache, one lookup
- *     in flight per destination, jobs parked until it ends, the address
- *     list kept until its TTL): NXDOMAIN bounces 5.1.2, null MX 5.1.10, no
- *     address 5.4.4, TEMPFAIL defers 4.4.3 on the retry schedule without
- *     backing the destination off. MX connections go to [engine] smtp_port
- *     of the current address; a refused or timed-out connect moves the
- *     destination to the next address in order (wrapping), and only a
- *     full round of failures backs it off. Destinations
- *     with work open connections (eng_dest_want_connection); READY
- *     connections take jobs (eng_dest_next_job).
+ *   eng_deliver_recovered() / eng_deliver_injected() (and stored DSNs):
+ *     copy the message once (atomic refcount, immutable once handed off),
+ *     add the recipient to a job of its domain (at most
+ *     max_recipients_per_transaction per job) on the new list.
+ *   every loop turn (a ring hook): drain the mailbox (JOB: adopt; OUTCOME:
+ *     journal; RELEASE: back to the pool), give new jobs to their owner
+ *     (eng_domain_owner: adopt here, or the outbox to that shard), then
+ *     schedule (unless [engine] hold): due retry jobs are routed and queued
+ *     on their eng_dest: a static route; else the destination's MX
+ *     addresses (eng_dns_route_resolve on the shard's resolver and cache,
+ *     one lookup in flight per destination): NXDOMAIN bounces 5.1.2, null
+ *     MX 5.1.10, no address 5.4.4, TEMPFAIL defers 4.4.3. A refused or
+ *     timed-out connect moves to the next address; a full round of failures
+ *     backs the destination off. Destinations with work open connections
+ *     (eng_dest_want_connection); READY connections take jobs
+ *     (eng_dest_next_job). Last, the outboxes are flushed and wakes posted.
  *   connection events map to outcomes: 2xx delivered, 5xx bounced, 4xx (or
- *     an unknown outcome) deferred to now + eng_config_retry_delay_ns.
- *   outcomes go through spool_write_outcome (ops from a preallocated pool);
- *     the journal ack writes the delivery-log line.
+ *     an unknown outcome) deferred to now + eng_config_retry_delay_ns, or
+ *     expired past max_queue_lifetime.
+ *   outcomes (ops from the owner's preallocated pool) go to the writer
+ *     shard; a bounce or expiry of a message with a sender first stores its
+ *     DSN ([engine] dsn), then spool_write_outcome; the ack writes the log
+ *     line (eng_logfile, the node's one file) and the op goes home.
  *
  * Invariants:
  * - every recipient handed in gets exactly one outcome per attempt, and at
- *   most one final outcome (spool accounting);
- * - outcome ops in use + reserved <= ENG_DELIVER_OUTCOMES; a job is started
- *   only when an outcome is reserved for each of its recipients, so an
- *   event never finds the pool empty;
- * - a message is freed when its last job and its last outcome op let go.
+ *   most one final outcome (spool accounting), journaled by the shard
+ *   whose spool holds the message;
+ * - one shard (the owner) holds every job and connection of a domain, so
+ *   destination limits are exact for the node;
+ * - outcome ops in use + reserved <= ENG_DELIVER_OUTCOMES per shard; a job
+ *   is started only when an outcome is reserved for each of its recipients,
+ *   so an event never finds the pool empty;
+ * - a message is freed by whichever shard drops its last reference.
  *
  * Ownership: the delivery state belongs to one shard thread and borrows
- * its ring, spool and config (the shard's current one). Messages, jobs and
- * destinations are heap memory allocated at recovery (XXX: from pools
- * sized by memory_budget, and bodies read back with spool_read_message
- * beyond it). Connections and outcome ops are preallocated at create.
+ * its ring, spool, config (the shard's current one), the node's mailbox
+ * mesh and log file. Jobs move between shards by pointer (one owner at a
+ * time); messages are shared read-only. Messages, jobs and destinations
+ * are heap memory (XXX: from pools sized by memory_budget, and bodies read
+ * back with spool_read_message beyond it). Connections and outcome ops
+ * are preallocated at create.
  *
- * XXX: a recipient is delivered by the shard that holds its message; the
- * hand-off to the owner shard (eng_domain_owner) through the mailbox is the
- * next step. XXX: no expiry at max_queue_lifetime, no DSNs, no TLS; names
- * in static routes are not resolved yet (IP literals only).
+ * XXX: no TLS; names in static routes are not resolved (IP literals only);
+ * the journal keeps no attempt count (a recovered deferral counts 1).
  */
 #ifndef ENG_DELIVER_H
 #define ENG_DELIVER_H
@@ -56,7 +64,7 @@
 #include "ring/ring.h"
 #include "spool/spool.h"
 
-/* Connections per shard (XXX: from config). */
+/* Connections per shard when [engine] delivery_connections is 0. */
 #define ENG_DELIVER_CONNS 64u
 /* Outcome ops in flight per shard: journal appends awaiting their ack. */
 #define ENG_DELIVER_OUTCOMES 8192u
@@ -73,11 +81,17 @@ struct eng_deliver;
 struct eng_deliver_stats {
 	uint64_t recipients_recovered;
 	uint64_t recipients_dropped; /* out of memory at recovery: left in the spool */
+	uint64_t messages_injected;
+	uint64_t recipients_injected;
 	uint64_t jobs_created;
+	uint64_t jobs_handed_off; /* written here, sent to their owner shard */
+	uint64_t jobs_adopted;	  /* owned here (from here or another shard) */
 	uint64_t delivered;
 	uint64_t bounced;
 	uint64_t deferred;
 	uint64_t outcome_errors; /* journal refused or failed the record */
+	uint64_t dsns_stored;	 /* DSN messages written to this shard's spool */
+	uint64_t dsn_errors;	 /* not built or not stored (bounce left live) */
 	uint64_t log_errors;	 /* delivery-log write failed */
 	uint64_t connections_opened;
 	uint64_t connections_failed;
@@ -85,8 +99,7 @@ struct eng_deliver_stats {
 
 /*
  * Create a shard's delivery state on ring: the connection pool, the
- * outcome pool, the delivery log (config->engine.delivery_log, opened
- * O_APPEND; none if empty), the shard's resolver ([engine] dns_servers,
+ * outcome pool, the shard's resolver ([engine] dns_servers,
  * else /etc/resolv.conf) and DNS cache, and the schedule hook on ring. *config is the
  * shard's config pointer, read on every use (a reload replaces it). node
  * is the node-wide connection limit. Call before spool_open (recovery hands
@@ -97,6 +110,20 @@ struct eng_deliver *eng_deliver_create(struct ring *ring, const struct eng_confi
 				       struct eng_global_limit *node, uint32_t shard_index,
 				       char *err, size_t err_size);
 
+struct ring_mailbox_mesh;
+struct eng_logfile_shared;
+
+/* Open the delivery log (the node's shared file, eng_logfile.h) on this
+ * shard's ring; NULL or an empty path: no log. Call after create. Returns 0
+ * or -errno with one line in err. */
+int eng_deliver_attach_log(struct eng_deliver *deliver, struct eng_logfile_shared *shared,
+			   char *err, size_t err_size);
+
+/* With more than one shard: hand jobs to owner shards and outcomes back to
+ * writer shards through mesh (the node's; this shard attached its ring).
+ * Call once, after create and before eng_deliver_attach_spool. */
+void eng_deliver_attach_mesh(struct eng_deliver *deliver, struct ring_mailbox_mesh *mesh);
+
 /* The spool is open: outcomes can be written from the next loop turn on. */
 void eng_deliver_attach_spool(struct eng_deliver *deliver, struct spool *spool);
 
@@ -105,7 +132,39 @@ void eng_deliver_attach_spool(struct eng_deliver *deliver, struct spool *spool);
 void eng_deliver_recovered(struct eng_deliver *deliver, const struct spool_recovered *rcpt);
 
 /*
- * Stop: destroy the resolver (pending lookups leave their jobs for the
+ * A message just written to this shard's spool (the listener's append
+ * callback, after the record is durable): write one Reception delivery-log
+ * line (client_name / client_ip: the SMTP client as seen by the listener,
+ * NULL or "" if unknown) and queue every recipient for delivery (handed to
+ * the shard that owns its domain). msg is valid only during the call: the
+ * message is copied once into memory, so a recipient delivered soon after
+ * injection is sent from memory and never read back from disk. Call on the
+ * shard's own thread, after eng_deliver_attach_spool.
+ */
+void eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
+			  const struct spool_message *msg, const char *client_name,
+			  const char *client_ip);
+
+/*
+ * Phase 1 of a stop (DRAIN): take no new work (no retries, no new
+ * connections, no jobs handed to other shards), let transactions in flight
+ * finish for [engine] stop_grace, then abort the rest (their recipients
+ * deferred, due at once, not counted as an attempt). The loop keeps
+ * running: outcomes of other shards are still journaled here. fn(ctx) is
+ * called once from a loop turn when this shard is drained: no connection
+ * open, every outcome op of its pool back (so journaled by its writer),
+ * nothing in its outboxes. Runs the ring (the resolver's teardown): call
+ * from the shard's loop, not from a ring callback or hook.
+ */
+typedef void eng_deliver_drained_fn(void *ctx);
+void eng_deliver_drain(struct eng_deliver *deliver, eng_deliver_drained_fn *fn, void *ctx);
+bool eng_deliver_is_drained(const struct eng_deliver *deliver);
+
+/*
+ * Phase 2 (STOP), once every shard is drained: free the jobs still in
+ * this shard's inbound mail, cancel the timer. Without a drain before (one
+ * shard, a failed start) it drains first, with no grace, running the ring
+ * until drained (bounded). Stop: destroy the resolver (pending lookups leave their jobs for the
  * next start), abort every connection and run the ring until each is CLOSED and
  * every outcome op was acknowledged (bounded). The spool stays open; close
  * it after this. Then eng_deliver_destroy.

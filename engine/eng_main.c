@@ -130,6 +130,9 @@ eng_wait_signal(struct eng_main *m)
 static void
 eng_reload(struct eng_main *m)
 {
+	/* Whatever happens to the configuration: the delivery log is reopened
+	 * by every shard before its next write (after logrotate moved it). */
+	eng_logfile_shared_reopen(&m->node.delivery_log);
 	if (m->config_path == NULL) {
 		fprintf(stderr, "ringmail: SIGHUP: running on the built-in configuration; nothing "
 				"to reload\n");
@@ -169,6 +172,33 @@ eng_print_started(const struct eng_main *m)
 		(double)recovery_ns / 1e6);
 }
 
+/* One line per injection listener, at start-up and (stats) at stop. */
+static void
+eng_print_listeners(const struct eng_main *m, bool at_stop)
+{
+	const struct eng_node *node = &m->node;
+	const struct eng_config *cfg = node->config;
+	for (uint32_t i = 0; i < cfg->listener_count && i < node->listen.count; i++) {
+		const struct eng_listener *l = &cfg->listeners[i];
+		const struct eng_listen_counters *c = &node->listen.listeners[i];
+		bool v6 = l->address.kind == ENG_HOST_IPV6;
+		if (!at_stop) {
+			fprintf(stderr, "ringmail: listening on %s%s%s:%u (listener %s, shards %u)\n",
+				v6 ? "[" : "", l->address.host, v6 ? "]" : "", l->address.port,
+				l->name, node->shard_count);
+			continue;
+		}
+		fprintf(stderr,
+			"ringmail: listener %s: accepted %llu, refused %llu, messages %llu, bytes "
+			"%llu, rejected %llu\n",
+			l->name, (unsigned long long)atomic_load(&c->accepted),
+			(unsigned long long)atomic_load(&c->refused),
+			(unsigned long long)atomic_load(&c->messages),
+			(unsigned long long)atomic_load(&c->bytes),
+			(unsigned long long)atomic_load(&c->rejected));
+	}
+}
+
 static int
 eng_run(struct eng_main *m, struct eng_config *cfg)
 {
@@ -192,6 +222,7 @@ eng_run(struct eng_main *m, struct eng_config *cfg)
 		return 1;
 	}
 	eng_print_started(m);
+	eng_print_listeners(m, false);
 	for (;;) {
 		uint32_t signo = eng_wait_signal(m);
 		if (signo == SIGHUP) {
@@ -201,6 +232,7 @@ eng_run(struct eng_main *m, struct eng_config *cfg)
 		fprintf(stderr, "ringmail: %s: stopping\n", strsignal((int)signo));
 		break;
 	}
+	eng_print_listeners(m, true); /* as of the signal */
 	eng_node_stop(&m->node);
 	fprintf(stderr, "ringmail: stopped\n");
 	return 0;

@@ -25,6 +25,7 @@
 #define ENG_REPORT_FAILED 2
 #define ENG_REPORT_RELOADED 3
 #define ENG_REPORT_STOPPED 4
+#define ENG_REPORT_DRAINED 5
 
 struct eng_main_wait {
 	struct ring_op report_op;
@@ -64,14 +65,26 @@ eng_shard_report(struct eng_shard *shard, int event)
 	(void)ring_submit(shard->ring);
 }
 
+/* From a loop turn of the draining shard: tell the main thread. */
+static void
+eng_shard_drained(void *ctx)
+{
+	eng_shard_report(ctx, ENG_REPORT_DRAINED);
+}
+
 static void
 eng_shard_control(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 {
 	struct eng_shard *shard = op->ctx;
 	(void)cqe_flags;
-	ENG_ASSERT(res == ENG_CONTROL_STOP || res == ENG_CONTROL_RELOAD);
+	ENG_ASSERT(res == ENG_CONTROL_STOP || res == ENG_CONTROL_RELOAD ||
+		   res == ENG_CONTROL_DRAIN);
 	if (res == ENG_CONTROL_STOP) {
 		shard->stop = true;
+		return;
+	}
+	if (res == ENG_CONTROL_DRAIN) {
+		shard->drain = true; /* the loop starts it: it runs the ring */
 		return;
 	}
 	struct eng_node *node = shard->node;
@@ -97,6 +110,16 @@ eng_shard_recovered(void *ctx, const struct spool_recovered *rcpt)
 	atomic_fetch_add(&shard->node->owned_recipients[owner], 1);
 	shard->stats.recovered_recipients++;
 	eng_deliver_recovered(shard->deliver, rcpt);
+}
+
+static void
+eng_shard_keep_totals(struct eng_shard *shard)
+{
+	const struct eng_deliver_stats *ds = eng_deliver_stats_get(shard->deliver);
+	shard->stats.delivered = ds->delivered;
+	shard->stats.bounced = ds->bounced;
+	shard->stats.deferred = ds->deferred;
+	shard->stats.dsns_stored = ds->dsns_stored;
 }
 
 static void
@@ -126,6 +149,10 @@ eng_shard_open(struct eng_shard *shard)
 				   shard->index, shard->err, sizeof(shard->err));
 	if (shard->deliver == NULL)
 		return -EIO;
+	eng_deliver_attach_mesh(shard->deliver, shard->node->mesh);
+	if (eng_deliver_attach_log(shard->deliver, &shard->node->delivery_log, shard->err,
+				   sizeof(shard->err)) < 0)
+		return -EIO;
 	struct spool_config sc;
 	eng_config_spool(shard->config, (uint16_t)shard->index, &sc);
 	struct spool_recovery_stats rs;
@@ -134,6 +161,12 @@ eng_shard_open(struct eng_shard *shard)
 	if (shard->spool == NULL)
 		return -EIO;
 	eng_deliver_attach_spool(shard->deliver, shard->spool);
+	/* Injection: sockets bound on this thread, served by this ring. */
+	shard->listen = eng_listen_create(shard->ring, &shard->config, &shard->node->listen,
+					  shard->spool, shard->deliver, shard->index, shard->err,
+					  sizeof(shard->err));
+	if (shard->listen == NULL)
+		return -EIO;
 	shard->stats.recovered_messages = rs.messages;
 	shard->stats.recovery_ns = rs.duration_ns;
 	shard->stats.corrupt_spans = rs.corrupt_spans;
@@ -159,12 +192,20 @@ eng_shard_main(void *arg)
 	eng_shard_report(shard, ENG_REPORT_READY);
 	for (uint64_t turns = 0; !shard->stop; turns++) {
 		ENG_ASSERT(turns < UINT64_MAX); /* unbounded by design: runs until STOP */
+		if (shard->drain && !shard->is_draining) {
+			shard->is_draining = true;
+			eng_deliver_drain(shard->deliver, eng_shard_drained, shard);
+		}
 		if (ring_mailbox_run_once(shard->node->mesh, shard->index, UINT64_MAX) < 0)
 			break;
 	}
+	eng_listen_stop(shard->listen); /* no new messages; acks of commits in flight sent */
+	eng_listen_destroy(shard->listen);
+	shard->listen = NULL;
 	eng_deliver_stop(shard->deliver); /* connections closed, outcomes journaled */
 	spool_close(shard->spool);	  /* drains commits in flight */
 	shard->spool = NULL;
+	eng_shard_keep_totals(shard);
 	eng_deliver_destroy(shard->deliver);
 	shard->deliver = NULL;
 	atomic_store(&shard->state, ENG_SHARD_STOPPED);
@@ -227,6 +268,10 @@ eng_node_create(struct eng_node *node, struct eng_config *config, char *err, siz
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	node->shard_count = eng_config_shard_count(config, cpus);
 	eng_global_limit_init(&node->connection_limit, config->engine.max_connections);
+	eng_logfile_shared_init(&node->delivery_log, config->engine.delivery_log,
+				config->engine.delivery_log_max_size,
+				config->engine.delivery_log_keep);
+	eng_listen_node_init(&node->listen, config);
 	ENG_ASSERT(node->shard_count >= 1 && node->shard_count <= ENG_CONFIG_SHARDS_MAX);
 	struct ring_params params = { .sq_entries = 64, .cq_entries = 1024 };
 	node->control_ring = ring_create(&params, err, err_size);
@@ -297,6 +342,8 @@ eng_node_reload(struct eng_node *node, struct eng_config *config)
 		ENG_ASSERT(ret == 0);
 	}
 	eng_main_wait_reports(node, node->shard_count);
+	eng_logfile_shared_limits(&node->delivery_log, config->engine.delivery_log_max_size,
+				  config->engine.delivery_log_keep);
 	/* Every shard now reads the new one: the old one has no reader. */
 	eng_config_free(node->config_retired);
 	free(node->config_retired);
@@ -304,9 +351,9 @@ eng_node_reload(struct eng_node *node, struct eng_config *config)
 	return 0;
 }
 
-/* Tell running shards to stop and wait for their reports. */
+/* Send control to every running shard and wait for their reports. */
 static void
-eng_node_stop_shards(struct eng_node *node)
+eng_node_control_all(struct eng_node *node, int control)
 {
 	uint32_t running = 0;
 	eng_main_wait.reports = 0;
@@ -315,11 +362,45 @@ eng_node_stop_shards(struct eng_node *node)
 		if (atomic_load(&shard->state) != ENG_SHARD_RUNNING)
 			continue;
 		int ret = ring_prep_msg(node->control_ring, NULL, atomic_load(&shard->ring_fd),
-					&shard->control_op, ENG_CONTROL_STOP);
+					&shard->control_op, control);
 		ENG_ASSERT(ret == 0);
 		running++;
 	}
 	eng_main_wait_reports(node, running);
+}
+
+/* Two phases: DRAIN everywhere (outcomes travel home while every loop
+ * still runs), then STOP. */
+static void
+eng_node_stop_shards(struct eng_node *node)
+{
+	eng_node_control_all(node, ENG_CONTROL_DRAIN);
+	eng_node_control_all(node, ENG_CONTROL_STOP);
+}
+
+/* One line: the outcomes of this run, summed over the shards that ran. */
+static void
+eng_node_print_totals(const struct eng_node *node)
+{
+	uint64_t delivered = 0, bounced = 0, deferred = 0, dsns = 0;
+	uint32_t stopped = 0;
+	for (uint32_t i = 0; node->shards != NULL && i < node->shard_count; i++) {
+		const struct eng_shard *shard = &node->shards[i];
+		if (atomic_load(&shard->state) != ENG_SHARD_STOPPED)
+			continue;
+		stopped++;
+		delivered += shard->stats.delivered;
+		bounced += shard->stats.bounced;
+		deferred += shard->stats.deferred;
+		dsns += shard->stats.dsns_stored;
+	}
+	if (stopped == 0)
+		return;
+	fprintf(stderr,
+		"ringmail: delivery totals: delivered %llu, bounced %llu, deferred %llu, DSNs "
+		"%llu\n",
+		(unsigned long long)delivered, (unsigned long long)bounced,
+		(unsigned long long)deferred, (unsigned long long)dsns);
 }
 
 void
@@ -332,6 +413,7 @@ eng_node_stop(struct eng_node *node)
 		if (node->shards[i].thread_started)
 			pthread_join(node->shards[i].thread, NULL);
 	}
+	eng_node_print_totals(node);
 	/* Rings go only after every thread is gone: no shard can still post a
 	 * mailbox wake to a closed ring. */
 	for (uint32_t i = 0; node->shards != NULL && i < node->shard_count; i++) {

@@ -6,12 +6,17 @@
  * ring (SINGLE_ISSUER binds it to that thread), opens and recovers its
  * spool, and reports ready or a one-line error. Recovered recipients are
  * counted by the shard that owns their domain (eng_domain_owner), which is
- * where delivery will run; for now each shard delivers what it recovered
- * (eng_deliver.h; XXX: hand-off to the owner shard).
+ * where delivery runs: the writer shard hands each job to its owner
+ * through the mailbox mesh and journals the outcomes that come back
+ * (eng_deliver.h).
  *
  * Control: the main thread owns a small ring of its own and talks to the
  * shards only with IORING_OP_MSG_RING CQEs posted to each shard's control
- * op: STOP (drain commits, close the spool, leave the loop) and RELOAD
+ * op: DRAIN (eng_deliver_drain: no new work, transactions finish within
+ * the grace period, every outcome travels back to its writer shard and is
+ * journaled; the shard reports DRAINED and keeps its loop running for the
+ * others), STOP, sent only once every shard reported DRAINED so no outcome
+ * is left in a mailbox (close the spool, leave the loop), and RELOAD
  * (adopt the configuration published in node->config; the old one is freed
  * by the main thread once every shard has acknowledged the new one, so no
  * shard ever reads freed memory and no lock is taken on the hot path).
@@ -28,6 +33,8 @@
 
 #include "eng_config.h"
 #include "eng_limit.h"
+#include "eng_logfile.h"
+#include "eng_listen.h"
 #include "ring/ring.h"
 #include "spool/spool.h"
 
@@ -45,6 +52,7 @@ enum eng_shard_state {
 enum eng_control {
 	ENG_CONTROL_STOP = 1,
 	ENG_CONTROL_RELOAD = 2,
+	ENG_CONTROL_DRAIN = 3,
 };
 
 struct eng_shard_stats {
@@ -53,6 +61,11 @@ struct eng_shard_stats {
 	uint64_t recovered_messages;
 	uint64_t recovery_ns;
 	uint64_t corrupt_spans;
+	/* Outcomes decided by this shard's delivery, copied at stop. */
+	uint64_t delivered;
+	uint64_t bounced;
+	uint64_t deferred;
+	uint64_t dsns_stored;
 };
 
 struct eng_shard {
@@ -64,11 +77,14 @@ struct eng_shard {
 	struct ring *ring;
 	struct spool *spool;
 	struct eng_deliver *deliver; /* this shard's delivery loop */
+	struct eng_listen *listen;   /* this shard's injection sockets (eng_listen.h) */
 	struct ring_op control_op;
 	_Atomic int state; /* enum eng_shard_state */
 	_Atomic int ring_fd;
 	_Atomic bool silent_failure; /* failed before its ring existed */
 	bool stop;
+	bool drain;	   /* DRAIN received: the loop starts eng_deliver_drain */
+	bool is_draining;
 	const struct eng_config *config; /* adopted by this shard */
 	_Atomic uint64_t config_generation;
 	struct eng_shard_stats stats;
@@ -84,7 +100,9 @@ struct eng_node {
 	struct ring_mailbox_mesh *mesh;
 	struct ring *control_ring;	  /* main thread only */
 	struct eng_global_limit connection_limit; /* [engine] max_connections, node-wide */
+	struct eng_logfile_shared delivery_log;	  /* one file for every shard */
 	_Atomic uint64_t owned_recipients[ENG_CONFIG_SHARDS_MAX];
+	struct eng_listen_node listen; /* listener caps and stats, node-wide */
 };
 
 /* Which shard owns a destination domain: FNV-1a of the lowercased name. */

@@ -80,6 +80,8 @@ spool_dir = $work/$1
 delivery_log = $work/delivery.log
 retry_schedule = 1s
 retry_jitter = 0
+# DSNs (on by default) would add messages; test_deliver_shards.sh tests them.
+dsn = no
 ${2:-}
 
 [route sink]

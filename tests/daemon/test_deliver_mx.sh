@@ -147,6 +147,8 @@ spool_dir = $work/spool
 delivery_log = $work/delivery.log
 retry_schedule = 1s
 retry_jitter = 0
+# DSNs (on by default) would add messages; test_deliver_shards.sh tests them.
+dsn = no
 dns_servers = 127.0.0.1:$DNS_PORT
 smtp_port = $PORT
 CONF

@@ -1,0 +1,1298 @@
+/*
+ * eng_listen.c - a shard's injection listener: sockets, connection pool,
+ * limits, timers and the durable store (see eng_listen.h).
+ *
+ * A connection's life:
+ *   accept -> caps (pool, node total, per IP) and spool health checked;
+ *     refused clients get one 421 line written directly (the socket buffer
+ *     of a fresh connection is empty) and are closed.
+ *   session: smtp_server_init; the greeting at once, or after
+ *     greeting_delay (a recv is armed meanwhile: bytes before the banner
+ *     make the session answer 554, the early-talker check).
+ *   pump (eng_conn_pump): feed received bytes to the session and act on
+ *     its events, hand its replies over into the connection's output
+ *     buffer and send them. A recv is armed only when every reply has
+ *     been handed over and all input was consumed (RFC 2920
+ *     synchronisation: the session checks it).
+ *   MESSAGE: the record (Received: + wire-form body) goes to
+ *     spool_write_message; the session stays blocked until the callback,
+ *     which hands the message to delivery and answers 250 with the queue id.
+ *   close: flush the last replies, shutdown(SHUT_WR), read and discard
+ *     until EOF for at most ENG_LISTEN_LINGER_NS (so the client reads our
+ *     last reply instead of a reset), then close(2) and release the slot
+ *     once no op of the connection is in flight.
+ *
+ * Invariants: a connection slot is released only when none of its ops
+ * (recv, send, greeting timer, cancels, spool append) is in flight; a
+ * durable record is always handed to delivery, even on a closing
+ * connection; counters taken at accept are released exactly once.
+ */
+#include "eng_listen.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "eng_auth.h"
+#include "eng_common.h"
+#include "eng_deliver.h"
+#include "smtp/smtp_server.h"
+
+#define ENG_LISTEN_RECV_SIZE (16u * 1024u)
+#define ENG_LISTEN_OUT_SIZE (2u * SMTP_SERVER_OUTPUT_SIZE)
+#define ENG_LISTEN_SWEEP_NS (1000ull * 1000ull * 1000ull)
+#define ENG_LISTEN_LINGER_NS (3ull * 1000ull * 1000ull * 1000ull)
+#define ENG_LISTEN_BACKLOG 1024
+#define ENG_LISTEN_TRACE_SIZE 2048u
+#define ENG_LISTEN_RECORD_INITIAL (64u * 1024u)
+#define ENG_LISTEN_RECORD_KEEP (256u * 1024u)
+#define ENG_LISTEN_IP_TEXT_SIZE 48u
+/* Turns eng_listen_stop runs the ring for, 100 ms each: 30 s at most. */
+#define ENG_LISTEN_STOP_TURNS 300u
+
+_Static_assert(ENG_LISTEN_OUT_SIZE >= 2u * SMTP_SERVER_OUTPUT_SIZE, "a whole handover fits");
+_Static_assert(ENG_LISTEN_TRACE_SIZE > 3u * 256u + 256u, "Received: fits");
+
+enum eng_conn_tag {
+	ENG_CONN_TAG_RECV = 1,
+	ENG_CONN_TAG_SEND,
+	ENG_CONN_TAG_TIMER,
+	ENG_CONN_TAG_CANCEL_RECV,
+	ENG_CONN_TAG_CANCEL_TIMER,
+};
+
+struct eng_listen_socket {
+	struct eng_listen *listen;
+	uint32_t listener_index;
+	int fd;
+	struct ring_op accept_op;
+	struct ring_op cancel_op;
+	struct sockaddr_storage peer;
+	uint32_t peer_len;
+	bool accept_in_flight;
+	bool cancel_in_flight;
+	bool accept_paused; /* an accept error: re-armed by the sweep */
+};
+
+struct eng_listen_conn {
+	struct eng_listen *listen;
+	uint32_t index;
+	uint32_t listener_index;
+	uint32_t free_next;
+	int fd;
+	bool in_use;
+	bool closing;	  /* no more feeding; flush, then linger */
+	bool hard;	  /* skip the flush: error or stop */
+	bool wr_shut;	  /* shutdown(SHUT_WR) done */
+	bool eof;	  /* the peer closed or recv failed */
+	bool recv_in_flight;
+	bool send_in_flight;
+	bool timer_in_flight;
+	bool cancel_recv_in_flight;
+	bool cancel_timer_in_flight;
+	bool append_in_flight;
+	bool output_blocked; /* replies not handed over yet: no recv (RFC 2920) */
+	bool record_open;
+	bool record_overflow;
+	bool auth_offered;
+	uint32_t ip_bucket;
+	uint64_t touched_ns;
+	uint64_t phase_deadline_ns;
+	uint64_t session_deadline_ns;
+	uint64_t linger_deadline_ns;
+	char ip_text[ENG_LISTEN_IP_TEXT_SIZE];
+	struct ring_op recv_op;
+	struct ring_op send_op;
+	struct ring_op timer_op;
+	struct ring_op cancel_recv_op;
+	struct ring_op cancel_timer_op;
+	uint32_t in_off;
+	uint32_t in_len;
+	uint32_t out_sent;
+	uint32_t out_len;
+	uint8_t in[ENG_LISTEN_RECV_SIZE];
+	uint8_t out[ENG_LISTEN_OUT_SIZE];
+	/* the record being assembled: Received: + the wire-form body */
+	uint8_t *record;
+	uint32_t record_len;
+	uint32_t record_capacity;
+	struct spool_span *rcpt_spans;
+	uint32_t rcpt_capacity;
+	struct spool_message message;
+	struct spool_append append;
+	struct smtp_server session;
+};
+
+struct eng_listen {
+	struct ring *ring;
+	const struct eng_config *const *config;
+	struct eng_listen_node *node;
+	struct spool *spool;
+	struct eng_deliver *deliver;
+	uint32_t shard_index;
+	uint32_t socket_count;
+	struct eng_listen_socket sockets[ENG_CONFIG_LISTENERS_MAX];
+	/* The listeners as set up at create; hot keys refreshed on accept. */
+	struct eng_listener listeners[ENG_CONFIG_LISTENERS_MAX];
+	struct eng_auth *auth[ENG_CONFIG_LISTENERS_MAX];
+	uint32_t conn_count; /* pool size */
+	uint32_t conn_used;
+	uint32_t conn_high;  /* slots [0, conn_high) were ever used */
+	uint32_t free_head;
+	struct eng_listen_conn *conns;
+	uint64_t trace_sequence;
+	struct ring_op sweep_op;
+	struct ring_op sweep_cancel_op;
+	bool sweep_in_flight;
+	bool sweep_cancel_in_flight;
+	bool stopping;
+};
+
+#define ENG_LISTEN_NO_SLOT UINT32_MAX
+
+static void eng_conn_pump(struct eng_listen_conn *conn);
+static void eng_conn_maybe_release(struct eng_listen_conn *conn);
+static void eng_conn_close_step(struct eng_listen_conn *conn);
+static bool eng_conn_take_output(struct eng_listen_conn *conn);
+
+static const struct eng_listener *
+eng_conn_listener(const struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->listener_index < conn->listen->socket_count);
+	return &conn->listen->listeners[conn->listener_index];
+}
+
+/*
+ * Adopt the hot keys of a reloaded configuration (docs/config.md, Reload)
+ * for listener index, if the new configuration still has it under the same
+ * name. Keys that need a restart (address, size and recipient limits,
+ * auth_file) keep the values the sockets and the spool were set up with.
+ */
+static const struct eng_listener *
+eng_listen_refresh(struct eng_listen *l, uint32_t index)
+{
+	ENG_ASSERT(index < l->socket_count);
+	struct eng_listener *run = &l->listeners[index];
+	const struct eng_config *cfg = *l->config;
+	if (index >= cfg->listener_count || strcmp(cfg->listeners[index].name, run->name) != 0)
+		return run;
+	const struct eng_listener *next = &cfg->listeners[index];
+	memcpy(run->hostname, next->hostname, sizeof(run->hostname));
+	run->network_count = next->network_count;
+	memcpy(run->networks, next->networks, sizeof(run->networks));
+	run->max_connections = next->max_connections;
+	run->max_connections_per_ip = next->max_connections_per_ip;
+	run->command_timeout_ns = next->command_timeout_ns;
+	run->data_timeout_ns = next->data_timeout_ns;
+	run->session_deadline_ns = next->session_deadline_ns;
+	run->greeting_delay_ns = next->greeting_delay_ns;
+	return run;
+}
+
+static struct eng_listen_counters *
+eng_conn_counters(const struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->listener_index < conn->listen->node->count);
+	return &conn->listen->node->listeners[conn->listener_index];
+}
+
+/* ---------------------------------------------------------------------------
+ * Node-wide counters.
+ */
+
+void
+eng_listen_node_init(struct eng_listen_node *node, const struct eng_config *config)
+{
+	ENG_ASSERT(node != NULL && config != NULL);
+	ENG_ASSERT(config->listener_count <= ENG_CONFIG_LISTENERS_MAX);
+	memset(node, 0, sizeof(*node));
+	node->count = config->listener_count;
+	for (uint32_t i = 0; i < node->count; i++)
+		eng_global_limit_init(&node->listeners[i].total,
+				      config->listeners[i].max_connections);
+}
+
+/* FNV-1a over the address bytes. */
+static uint32_t
+eng_ip_bucket(const uint8_t *addr, size_t len)
+{
+	uint32_t hash = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ addr[i]) * 16777619u;
+	return hash & (ENG_LISTEN_IP_BUCKETS - 1u);
+}
+
+/* The client's address: text, bucket, loopback. v4-mapped v6 counts as v4. */
+static void
+eng_peer_describe(const struct sockaddr_storage *ss, char *text, size_t text_size,
+		  uint32_t *bucket, bool *loopback)
+{
+	ENG_ASSERT(ss != NULL && text != NULL);
+	*loopback = false;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		const uint8_t *a = s6->sin6_addr.s6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			inet_ntop(AF_INET, a + 12, text, (socklen_t)text_size);
+			*bucket = eng_ip_bucket(a + 12, 4);
+			*loopback = a[12] == 127;
+			return;
+		}
+		inet_ntop(AF_INET6, a, text, (socklen_t)text_size);
+		*bucket = eng_ip_bucket(a, 16);
+		*loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
+		return;
+	}
+	ENG_ASSERT(ss->ss_family == AF_INET);
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+	const uint8_t *a = (const uint8_t *)&s4->sin_addr.s_addr;
+	inet_ntop(AF_INET, a, text, (socklen_t)text_size);
+	*bucket = eng_ip_bucket(a, 4);
+	*loopback = a[0] == 127;
+}
+
+/* Take one per-IP unit if under max. Racing shards may both fail: stricter, never looser. */
+static bool
+eng_ip_acquire(struct eng_listen_counters *c, uint32_t bucket, uint32_t max)
+{
+	ENG_ASSERT(bucket < ENG_LISTEN_IP_BUCKETS);
+	uint32_t before = atomic_fetch_add(&c->per_ip[bucket], 1u);
+	if (before < max)
+		return true;
+	uint32_t was = atomic_fetch_sub(&c->per_ip[bucket], 1u);
+	ENG_ASSERT(was > 0);
+	return false;
+}
+
+static void
+eng_ip_release(struct eng_listen_counters *c, uint32_t bucket)
+{
+	ENG_ASSERT(bucket < ENG_LISTEN_IP_BUCKETS);
+	uint32_t was = atomic_fetch_sub(&c->per_ip[bucket], 1u);
+	ENG_ASSERT(was > 0);
+}
+
+/* ---------------------------------------------------------------------------
+ * The record: Received: + wire-form body.
+ */
+
+static bool
+eng_record_reserve(struct eng_listen_conn *conn, uint64_t need, uint64_t limit)
+{
+	if (need > limit)
+		return false;
+	if (need <= conn->record_capacity)
+		return true;
+	uint64_t cap = ENG_MAX((uint64_t)conn->record_capacity, ENG_LISTEN_RECORD_INITIAL);
+	for (uint32_t i = 0; i < 32 && cap < need; i++)
+		cap *= 2;
+	cap = ENG_MIN(ENG_MAX(cap, need), limit);
+	uint8_t *p = realloc(conn->record, (size_t)cap);
+	if (p == NULL)
+		return false;
+	conn->record = p;
+	conn->record_capacity = (uint32_t)cap;
+	return true;
+}
+
+/* Largest record body: the listener's limit, stuffed, plus the trace header
+ * (eng_config_spool sizes the spool for the same). */
+static uint64_t
+eng_record_limit(const struct eng_listen_conn *conn)
+{
+	uint64_t limit = eng_conn_listener(conn)->message_size_limit;
+	return limit + limit / 3 + ENG_LISTEN_TRACE_SIZE;
+}
+
+/* Copy (s, len) into out replacing anything outside printable ASCII. */
+static size_t
+eng_trace_clean(char *out, size_t out_size, const char *s, size_t len)
+{
+	size_t n = ENG_MIN(len, out_size - 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		out[i] = (c > 0x20 && c < 0x7f && c != '(' && c != ')') ? (char)c : '?';
+	}
+	out[n] = '\0';
+	return n;
+}
+
+static size_t
+eng_trace_format(struct eng_listen_conn *conn, char *out, size_t out_size)
+{
+	struct smtp_server *s = &conn->session;
+	char helo[SMTP_SERVER_HOSTNAME_SIZE_MAX + 1], rcpt[SMTP_SERVER_ADDRESS_SIZE_MAX + 1];
+	char date[64];
+	size_t len = 0;
+	const char *p = smtp_server_helo_name(s, &len);
+	eng_trace_clean(helo, sizeof(helo), p != NULL ? p : "", p != NULL ? len : 0);
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *with = smtp_server_is_authenticated(s) ? "ESMTPA"
+			   : smtp_server_is_esmtp(s)	    ? "ESMTP"
+							    : "SMTP";
+	rcpt[0] = '\0';
+	if (smtp_server_recipient_count(s) == 1) {
+		p = smtp_server_recipient(s, 0, &len);
+		eng_trace_clean(rcpt, sizeof(rcpt), p, len);
+	}
+	const struct eng_listener *l = eng_conn_listener(conn);
+	uint64_t seq = ++conn->listen->trace_sequence;
+	int n = snprintf(out, out_size,
+			 "Received: from %s ([%s])\r\n\tby %s (ringmail) with %s id %02x.%" PRIx64
+			 "%s%s%s;\r\n\t%s\r\n",
+			 helo[0] != '\0' ? helo : "unknown", conn->ip_text, l->hostname, with,
+			 conn->listen->shard_index, seq, rcpt[0] != '\0' ? "\r\n\tfor <" : "",
+			 rcpt, rcpt[0] != '\0' ? ">" : "", date);
+	ENG_ASSERT(n > 0 && (size_t)n < out_size);
+	return (size_t)n;
+}
+
+static void
+eng_record_begin(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(!conn->append_in_flight);
+	char trace[ENG_LISTEN_TRACE_SIZE];
+	size_t n = eng_trace_format(conn, trace, sizeof(trace));
+	conn->record_open = true;
+	conn->record_overflow = false;
+	conn->record_len = 0;
+	if (!eng_record_reserve(conn, n, eng_record_limit(conn))) {
+		conn->record_overflow = true;
+		return;
+	}
+	memcpy(conn->record, trace, n);
+	conn->record_len = (uint32_t)n;
+}
+
+static void
+eng_record_append(struct eng_listen_conn *conn, const uint8_t *ptr, size_t len)
+{
+	ENG_ASSERT(conn->record_open);
+	if (conn->record_overflow || len == 0)
+		return;
+	uint64_t need = (uint64_t)conn->record_len + len;
+	if (!eng_record_reserve(conn, need, eng_record_limit(conn))) {
+		conn->record_overflow = true;
+		return;
+	}
+	memcpy(conn->record + conn->record_len, ptr, len);
+	conn->record_len = (uint32_t)need;
+}
+
+static void
+eng_record_reply(struct eng_listen_conn *conn, uint16_t code, const char *text)
+{
+	atomic_fetch_add(&eng_conn_counters(conn)->rejected, 1);
+	smtp_server_message_reply(&conn->session, code, text, strlen(text));
+}
+
+static void
+eng_append_callback(struct spool_append *op, int32_t result)
+{
+	struct eng_listen_conn *conn = op->ctx;
+	ENG_ASSERT(conn->in_use && conn->append_in_flight);
+	conn->append_in_flight = false;
+	conn->record_open = false;
+	if (result == 0) {
+		struct eng_listen_counters *c = eng_conn_counters(conn);
+		atomic_fetch_add(&c->messages, 1);
+		atomic_fetch_add(&c->bytes, conn->message.body.size);
+		size_t helo_len = 0;
+		const char *helo = smtp_server_helo_name(&conn->session, &helo_len);
+		char client[SMTP_SERVER_HOSTNAME_SIZE_MAX + 1];
+		eng_trace_clean(client, sizeof(client), helo != NULL ? helo : "", helo_len);
+		eng_deliver_injected(conn->listen->deliver, &op->location, &conn->message, client,
+				     conn->ip_text);
+		char id[SPOOL_QUEUE_ID_SIZE];
+		spool_queue_id_format(&op->location, id);
+		smtp_server_message_result(&conn->session, true, id, strlen(id));
+	} else {
+		atomic_fetch_add(&eng_conn_counters(conn)->rejected, 1);
+		smtp_server_message_result(&conn->session, false, NULL, 0);
+	}
+	if (conn->closing) {
+		(void)eng_conn_take_output(conn); /* the 250 still goes out */
+		eng_conn_close_step(conn);
+	} else {
+		eng_conn_pump(conn);
+	}
+}
+
+static bool
+eng_record_envelope(struct eng_listen_conn *conn)
+{
+	struct smtp_server *s = &conn->session;
+	uint32_t count = smtp_server_recipient_count(s);
+	if (count > conn->rcpt_capacity) {
+		struct spool_span *p = realloc(conn->rcpt_spans, count * sizeof(*p));
+		if (p == NULL)
+			return false;
+		conn->rcpt_spans = p;
+		conn->rcpt_capacity = count;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		size_t len = 0;
+		const char *r = smtp_server_recipient(s, i, &len);
+		conn->rcpt_spans[i] = (struct spool_span){ (const uint8_t *)r, (uint32_t)len };
+	}
+	size_t sender_len = 0;
+	const char *sender = smtp_server_sender(s, &sender_len);
+	uint64_t now = eng_now_realtime_ns();
+	conn->message = (struct spool_message){
+		.created_ns = now,
+		.expires_ns = now + (*conn->listen->config)->engine.max_queue_lifetime_ns,
+		.sender = { (const uint8_t *)sender, (uint32_t)sender_len },
+		.rcpt_count = count,
+		.rcpts = conn->rcpt_spans,
+		.body = { conn->record, conn->record_len },
+	};
+	return true;
+}
+
+/* MESSAGE: write the record; the reply waits for the append callback. */
+static void
+eng_record_store(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->record_open && !conn->append_in_flight);
+	if (conn->record_overflow) {
+		conn->record_open = false;
+		eng_record_reply(conn, 552, "5.3.4 Message size exceeds fixed maximum message size");
+		return;
+	}
+	if (!eng_record_envelope(conn)) {
+		conn->record_open = false;
+		eng_record_reply(conn, 452, "4.3.1 Insufficient system resources");
+		return;
+	}
+	memset(&conn->append, 0, sizeof(conn->append));
+	conn->append.callback = eng_append_callback;
+	conn->append.ctx = conn;
+	conn->append.type = SPOOL_RECORD_MESSAGE;
+	conn->append.input.message = &conn->message;
+	int ret = spool_write_message(conn->listen->spool, &conn->append);
+	if (ret == 0) {
+		conn->append_in_flight = true;
+		return;
+	}
+	conn->record_open = false;
+	if (ret == -ENOSPC)
+		eng_record_reply(conn, 452, "4.3.1 Insufficient system storage");
+	else if (ret == -EMSGSIZE)
+		eng_record_reply(conn, 552, "5.3.4 Message size exceeds fixed maximum message size");
+	else
+		eng_record_reply(conn, 451, "4.3.0 Error: queue file write error");
+}
+
+/* ---------------------------------------------------------------------------
+ * Connection I/O.
+ */
+
+static uint64_t
+eng_conn_phase_timeout_ns(const struct eng_listen_conn *conn)
+{
+	const struct eng_listener *l = eng_conn_listener(conn);
+	if (smtp_server_timeout_class(&conn->session) == SMTP_SERVER_TIMEOUT_DATA)
+		return l->data_timeout_ns;
+	return l->command_timeout_ns;
+}
+
+/* Progress: a reply or a block of data. The phase timer starts again. */
+static void
+eng_conn_touch(struct eng_listen_conn *conn)
+{
+	conn->touched_ns = eng_now_monotonic_ns();
+	conn->phase_deadline_ns = conn->touched_ns + eng_conn_phase_timeout_ns(conn);
+}
+
+static void eng_conn_recv_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags);
+static void eng_conn_send_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags);
+
+static void
+eng_conn_arm_recv(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(!conn->recv_in_flight && !conn->eof);
+	ENG_ASSERT(conn->in_off == conn->in_len);
+	conn->in_off = 0;
+	conn->in_len = 0;
+	conn->recv_op.callback = eng_conn_recv_callback;
+	conn->recv_op.ctx = conn;
+	conn->recv_op.tag = ENG_CONN_TAG_RECV;
+	int ret = ring_prep_recv(conn->listen->ring, &conn->recv_op, conn->fd, conn->in,
+				 ENG_LISTEN_RECV_SIZE, 0);
+	ENG_ASSERT(ret == 0);
+	conn->recv_in_flight = true;
+}
+
+static void
+eng_conn_start_send(struct eng_listen_conn *conn)
+{
+	if (conn->send_in_flight || conn->out_sent == conn->out_len || conn->hard)
+		return;
+	ENG_ASSERT(conn->out_sent < conn->out_len && conn->out_len <= ENG_LISTEN_OUT_SIZE);
+	conn->send_op.callback = eng_conn_send_callback;
+	conn->send_op.ctx = conn;
+	conn->send_op.tag = ENG_CONN_TAG_SEND;
+	int ret = ring_prep_send(conn->listen->ring, &conn->send_op, conn->fd,
+				 conn->out + conn->out_sent, conn->out_len - conn->out_sent,
+				 MSG_NOSIGNAL);
+	ENG_ASSERT(ret == 0);
+	conn->send_in_flight = true;
+}
+
+/* Hand the session's pending replies over into out. True if any moved. */
+static bool
+eng_conn_take_output(struct eng_listen_conn *conn)
+{
+	if (conn->hard)
+		return false;
+	if (!conn->send_in_flight && conn->out_sent > 0) {
+		memmove(conn->out, conn->out + conn->out_sent, conn->out_len - conn->out_sent);
+		conn->out_len -= conn->out_sent;
+		conn->out_sent = 0;
+	}
+	if (ENG_LISTEN_OUT_SIZE - conn->out_len < SMTP_SERVER_OUTPUT_SIZE) {
+		conn->output_blocked = true; /* the session may hold replies still */
+		return false;
+	}
+	conn->output_blocked = false;
+	size_t len = 0;
+	const uint8_t *p = smtp_server_output(&conn->session, &len);
+	if (len == 0)
+		return false;
+	ENG_ASSERT(p != NULL && len <= SMTP_SERVER_OUTPUT_SIZE);
+	memcpy(conn->out + conn->out_len, p, len);
+	conn->out_len += (uint32_t)len;
+	smtp_server_output_consumed(&conn->session, len);
+	eng_conn_touch(conn);
+	return true;
+}
+
+static void
+eng_conn_cancel(struct eng_listen_conn *conn, struct ring_op *cancel_op, struct ring_op *target,
+		bool *cancel_in_flight, ring_cb_fn *callback, uint16_t tag)
+{
+	if (*cancel_in_flight)
+		return;
+	cancel_op->callback = callback;
+	cancel_op->ctx = conn;
+	cancel_op->tag = tag;
+	int ret = ring_prep_cancel(conn->listen->ring, cancel_op, target);
+	ENG_ASSERT(ret == 0);
+	*cancel_in_flight = true;
+}
+
+static void
+eng_conn_cancel_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen_conn *conn = op->ctx;
+	(void)res;
+	(void)cqe_flags;
+	if (op->tag == ENG_CONN_TAG_CANCEL_RECV) {
+		ENG_ASSERT(conn->cancel_recv_in_flight);
+		conn->cancel_recv_in_flight = false;
+	} else {
+		ENG_ASSERT(op->tag == ENG_CONN_TAG_CANCEL_TIMER && conn->cancel_timer_in_flight);
+		conn->cancel_timer_in_flight = false;
+	}
+	eng_conn_maybe_release(conn);
+}
+
+/* Closing: after the flush, shut the write side and linger reading. */
+static void
+eng_conn_close_step(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->closing);
+	if (conn->timer_in_flight)
+		eng_conn_cancel(conn, &conn->cancel_timer_op, &conn->timer_op,
+				&conn->cancel_timer_in_flight, eng_conn_cancel_callback,
+				ENG_CONN_TAG_CANCEL_TIMER);
+	if (!conn->hard && conn->append_in_flight)
+		return; /* its reply is sent first (append callback) */
+	if (!conn->hard && (conn->send_in_flight || conn->out_sent < conn->out_len)) {
+		eng_conn_start_send(conn);
+		return;
+	}
+	if (!conn->wr_shut) {
+		conn->wr_shut = true;
+		(void)shutdown(conn->fd, conn->hard ? SHUT_RDWR : SHUT_WR);
+		conn->linger_deadline_ns = eng_now_monotonic_ns() + ENG_LISTEN_LINGER_NS;
+	}
+	if (conn->hard && conn->recv_in_flight)
+		eng_conn_cancel(conn, &conn->cancel_recv_op, &conn->recv_op,
+				&conn->cancel_recv_in_flight, eng_conn_cancel_callback,
+				ENG_CONN_TAG_CANCEL_RECV);
+	if (!conn->hard && !conn->eof && !conn->recv_in_flight) {
+		conn->in_off = conn->in_len;
+		eng_conn_arm_recv(conn);
+	}
+	eng_conn_maybe_release(conn);
+}
+
+static void
+eng_conn_begin_close(struct eng_listen_conn *conn, bool hard)
+{
+	if (!conn->closing) {
+		conn->closing = true;
+		conn->linger_deadline_ns = eng_now_monotonic_ns() + ENG_LISTEN_LINGER_NS;
+	}
+	if (hard && !conn->hard) {
+		conn->hard = true;
+		conn->wr_shut = false; /* shut both sides now */
+	}
+	eng_conn_close_step(conn);
+}
+
+/* Release the slot once nothing of the connection is in flight. */
+static void
+eng_conn_maybe_release(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->in_use);
+	if (!conn->closing || !conn->wr_shut)
+		return;
+	if (conn->recv_in_flight || conn->send_in_flight || conn->timer_in_flight ||
+	    conn->cancel_recv_in_flight || conn->cancel_timer_in_flight || conn->append_in_flight)
+		return;
+	if (!conn->eof && !conn->hard)
+		return; /* lingering: the recv is armed again by close_step */
+	struct eng_listen *l = conn->listen;
+	struct eng_listen_counters *c = eng_conn_counters(conn);
+	close(conn->fd);
+	conn->fd = -1;
+	eng_ip_release(c, conn->ip_bucket);
+	eng_global_limit_release(&c->total);
+	smtp_server_fini(&conn->session);
+	if (conn->record_capacity > ENG_LISTEN_RECORD_KEEP) {
+		free(conn->record); /* a big message's buffer is not kept idle */
+		conn->record = NULL;
+		conn->record_capacity = 0;
+	}
+	conn->in_use = false;
+	conn->free_next = l->free_head;
+	l->free_head = conn->index;
+	ENG_ASSERT(l->conn_used > 0);
+	l->conn_used--;
+}
+
+static void
+eng_conn_recv_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen_conn *conn = op->ctx;
+	(void)cqe_flags;
+	ENG_ASSERT(conn->in_use && conn->recv_in_flight);
+	conn->recv_in_flight = false;
+	if (conn->closing) {
+		/* Lingering: discard what the client still sends, until EOF. */
+		if (res <= 0 && res != -EINTR && res != -EAGAIN)
+			conn->eof = true;
+		conn->in_off = conn->in_len;
+		eng_conn_close_step(conn);
+		return;
+	}
+	if (res == -EINTR || res == -EAGAIN) {
+		eng_conn_arm_recv(conn);
+		return;
+	}
+	if (res <= 0) {
+		conn->eof = true; /* the client left or the socket failed */
+		eng_conn_begin_close(conn, true);
+		return;
+	}
+	ENG_ASSERT((uint32_t)res <= ENG_LISTEN_RECV_SIZE);
+	conn->in_off = 0;
+	conn->in_len = (uint32_t)res;
+	eng_conn_pump(conn);
+}
+
+static void
+eng_conn_send_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen_conn *conn = op->ctx;
+	(void)cqe_flags;
+	ENG_ASSERT(conn->in_use && conn->send_in_flight);
+	conn->send_in_flight = false;
+	if (res == -EINTR || res == -EAGAIN) {
+		res = 0; /* resubmit below */
+	} else if (res <= 0) {
+		eng_conn_begin_close(conn, true);
+		return;
+	}
+	ENG_ASSERT((uint32_t)res <= conn->out_len - conn->out_sent);
+	conn->out_sent += (uint32_t)res;
+	if (conn->out_sent == conn->out_len) {
+		conn->out_sent = 0;
+		conn->out_len = 0;
+	}
+	if (conn->closing)
+		eng_conn_close_step(conn);
+	else
+		eng_conn_pump(conn);
+}
+
+/* The greeting delay ended (or was cancelled). */
+static void
+eng_conn_timer_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen_conn *conn = op->ctx;
+	(void)cqe_flags;
+	ENG_ASSERT(conn->in_use && conn->timer_in_flight);
+	conn->timer_in_flight = false;
+	if (conn->closing) {
+		eng_conn_maybe_release(conn);
+		return;
+	}
+	ENG_ASSERT(res == -ETIME || res == 0);
+	smtp_server_start(&conn->session);
+	eng_conn_pump(conn);
+}
+
+static void
+eng_conn_auth(struct eng_listen_conn *conn, const struct smtp_server_auth *auth)
+{
+	struct eng_auth *table = conn->listen->auth[conn->listener_index];
+	bool ok = false;
+	bool same_identity = auth->authzid_len == 0 ||
+			     (auth->authzid_len == auth->authcid_len &&
+			      memcmp(auth->authzid, auth->authcid, auth->authcid_len) == 0);
+	if (table != NULL && conn->auth_offered && same_identity)
+		ok = eng_auth_check(table, (const char *)auth->authcid, auth->authcid_len,
+				    (const char *)auth->password, auth->password_len);
+	smtp_server_auth_result(&conn->session, ok);
+}
+
+static void
+eng_conn_event(struct eng_listen_conn *conn, const struct smtp_server_event *ev)
+{
+	switch (ev->type) {
+	case SMTP_SERVER_EV_DATA_START:
+		eng_record_begin(conn);
+		break;
+	case SMTP_SERVER_EV_BODY:
+		eng_record_append(conn, ev->ptr, ev->len);
+		eng_conn_touch(conn);
+		break;
+	case SMTP_SERVER_EV_DATA_ABORT:
+		conn->record_open = false;
+		atomic_fetch_add(&eng_conn_counters(conn)->rejected, 1);
+		break;
+	case SMTP_SERVER_EV_MESSAGE:
+		eng_record_store(conn);
+		break;
+	case SMTP_SERVER_EV_AUTH:
+		eng_conn_auth(conn, &ev->auth);
+		break;
+	case SMTP_SERVER_EV_NONE:
+	case SMTP_SERVER_EV_BLOCKED:
+	case SMTP_SERVER_EV_CLOSE:
+		ENG_PANIC("handled by the pump");
+	}
+}
+
+static void
+eng_conn_set_backpressure(struct eng_listen_conn *conn)
+{
+	struct spool *sp = conn->listen->spool;
+	bool bad = !spool_is_healthy(sp) || spool_is_below_reserve(sp);
+	smtp_server_set_backpressure(&conn->session, bad ? SMTP_SERVER_BACKPRESSURE_TEMPFAIL
+							 : SMTP_SERVER_BACKPRESSURE_NONE);
+}
+
+/* Feed the session until it wants more input, waits for us, or closes.
+ * Returns true when it closed. */
+static bool
+eng_conn_feed(struct eng_listen_conn *conn)
+{
+	uint64_t bound = 2ull * (conn->in_len - conn->in_off) + 4096u;
+	for (uint64_t i = 0;; i++) {
+		ENG_ASSERT(i < bound); /* every turn consumes input or ends an event */
+		/* Replies are handed over only when the session blocks on output
+		 * space, and after the loop: bytes that arrived before a reply
+		 * went out are fed first (RFC 2920 synchronisation check). */
+		if (conn->append_in_flight)
+			return false;
+		struct smtp_server_event ev;
+		memset(&ev, 0, sizeof(ev));
+		size_t avail = conn->in_len - conn->in_off;
+		size_t n = smtp_server_feed(&conn->session, avail > 0 ? conn->in + conn->in_off : NULL,
+					    avail, &ev);
+		ENG_ASSERT(n <= avail);
+		conn->in_off += (uint32_t)n;
+		if (ev.type == SMTP_SERVER_EV_NONE)
+			return false;
+		if (ev.type == SMTP_SERVER_EV_CLOSE)
+			return true;
+		if (ev.type == SMTP_SERVER_EV_BLOCKED) {
+			if (!eng_conn_take_output(conn))
+				return false;
+			continue;
+		}
+		eng_conn_event(conn, &ev);
+	}
+}
+
+static void
+eng_conn_pump(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->in_use);
+	if (conn->closing) {
+		eng_conn_close_step(conn);
+		return;
+	}
+	eng_conn_set_backpressure(conn);
+	bool closed = eng_conn_feed(conn) || smtp_server_is_closed(&conn->session);
+	(void)eng_conn_take_output(conn);
+	eng_conn_start_send(conn);
+	if (closed) {
+		conn->in_off = conn->in_len; /* the rest is never parsed */
+		eng_conn_begin_close(conn, false);
+		return;
+	}
+	if (conn->append_in_flight || conn->recv_in_flight || conn->in_off != conn->in_len ||
+	    conn->output_blocked)
+		return; /* resumed by the append, the recv, or the send callback */
+	eng_conn_arm_recv(conn);
+}
+
+/* ---------------------------------------------------------------------------
+ * Accepting.
+ */
+
+static void eng_accept_arm(struct eng_listen_socket *sock);
+
+/* One line to a client we do not serve, then close (the fresh socket's
+ * buffer is empty: a non-blocking send cannot block). */
+static void
+eng_listen_refuse(struct eng_listen *l, uint32_t listener_index, int fd, const char *text)
+{
+	const struct eng_listener *lc = &l->listeners[listener_index];
+	char line[512];
+	/* "421 4.7.0 " + hostname + the rest of text. */
+	ENG_ASSERT(strlen(text) > 10 && text[3] == ' ' && text[9] == ' ');
+	int n = snprintf(line, sizeof(line), "%.10s%s %s\r\n", text, lc->hostname, text + 10);
+	ENG_ASSERT(n > 0 && (size_t)n < sizeof(line));
+	(void)send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)shutdown(fd, SHUT_WR);
+	close(fd);
+	atomic_fetch_add(&l->node->listeners[listener_index].refused, 1);
+}
+
+/* Take the caps for a new client; NULL (and nothing held) when over one. */
+static const char *
+eng_listen_take_caps(struct eng_listen *l, const struct eng_listener *lc,
+		     struct eng_listen_counters *c, uint32_t bucket)
+{
+	if (!spool_is_healthy(l->spool) || spool_is_below_reserve(l->spool))
+		return "421 4.3.1 Insufficient system storage, try again later";
+	if (l->free_head == ENG_LISTEN_NO_SLOT)
+		return "421 4.7.0 Too many connections";
+	eng_global_limit_set_max(&c->total, lc->max_connections);
+	if (!eng_global_limit_try_acquire(&c->total))
+		return "421 4.7.0 Too many connections";
+	if (!eng_ip_acquire(c, bucket, lc->max_connections_per_ip)) {
+		eng_global_limit_release(&c->total);
+		return "421 4.7.0 Too many connections from your address";
+	}
+	return NULL;
+}
+
+static void
+eng_conn_session_init(struct eng_listen_conn *conn, const struct eng_listener *lc,
+		      const struct sockaddr_storage *peer, bool loopback)
+{
+	struct smtp_server_config sc;
+	smtp_server_config_default(&sc);
+	sc.hostname = lc->hostname;
+	sc.hostname_len = strlen(lc->hostname);
+	sc.message_size_max = lc->message_size_limit;
+	sc.recipients_max = lc->recipients_max;
+	sc.client_is_allowed = eng_listener_allows(lc, (const struct sockaddr *)peer);
+	/* AUTH only where the password cannot be sniffed: loopback, until TLS. */
+	conn->auth_offered = conn->listen->auth[conn->listener_index] != NULL && loopback;
+	sc.auth_is_offered = conn->auth_offered;
+	smtp_server_init(&conn->session, &sc);
+}
+
+static struct eng_listen_conn *
+eng_conn_take_slot(struct eng_listen *l)
+{
+	ENG_ASSERT(l->free_head != ENG_LISTEN_NO_SLOT && l->free_head < l->conn_count);
+	struct eng_listen_conn *conn = &l->conns[l->free_head];
+	ENG_ASSERT(!conn->in_use);
+	l->free_head = conn->free_next;
+	l->conn_used++;
+	l->conn_high = ENG_MAX(l->conn_high, conn->index + 1);
+	return conn;
+}
+
+static void
+eng_listen_admit(struct eng_listen_socket *sock, int fd)
+{
+	struct eng_listen *l = sock->listen;
+	const struct eng_listener *lc = eng_listen_refresh(l, sock->listener_index);
+	struct eng_listen_counters *c = &l->node->listeners[sock->listener_index];
+	char ip[ENG_LISTEN_IP_TEXT_SIZE];
+	uint32_t bucket = 0;
+	bool loopback = false;
+	eng_peer_describe(&sock->peer, ip, sizeof(ip), &bucket, &loopback);
+	const char *refusal = eng_listen_take_caps(l, lc, c, bucket);
+	if (refusal != NULL) {
+		eng_listen_refuse(l, sock->listener_index, fd, refusal);
+		return;
+	}
+	atomic_fetch_add(&c->accepted, 1);
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct eng_listen_conn *conn = eng_conn_take_slot(l);
+	uint32_t index = conn->index;
+	/* The flags and ops; the buffers after them keep their memory. */
+	memset(conn, 0, offsetof(struct eng_listen_conn, in));
+	conn->listen = l;
+	conn->index = index;
+	conn->listener_index = sock->listener_index;
+	conn->fd = fd;
+	conn->in_use = true;
+	conn->ip_bucket = bucket;
+	memcpy(conn->ip_text, ip, sizeof(ip));
+	eng_conn_session_init(conn, lc, &sock->peer, loopback);
+	uint64_t now = eng_now_monotonic_ns();
+	conn->session_deadline_ns = now + lc->session_deadline_ns;
+	conn->phase_deadline_ns = now + lc->command_timeout_ns;
+	if (lc->greeting_delay_ns == 0) {
+		smtp_server_start(&conn->session);
+		eng_conn_pump(conn);
+		return;
+	}
+	conn->timer_op.callback = eng_conn_timer_callback;
+	conn->timer_op.ctx = conn;
+	conn->timer_op.tag = ENG_CONN_TAG_TIMER;
+	int ret = ring_prep_timeout(l->ring, &conn->timer_op, lc->greeting_delay_ns);
+	ENG_ASSERT(ret == 0);
+	conn->timer_in_flight = true;
+	eng_conn_arm_recv(conn); /* bytes before the banner: an early talker */
+}
+
+static bool
+eng_accept_error_is_transient(int32_t res)
+{
+	return res == -EINTR || res == -EAGAIN || res == -ECONNABORTED || res == -EPROTO ||
+	       res == -EPERM || res == -ENETDOWN || res == -EHOSTUNREACH || res == -ENETUNREACH;
+}
+
+static void
+eng_accept_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen_socket *sock = op->ctx;
+	(void)cqe_flags;
+	ENG_ASSERT(sock->accept_in_flight);
+	sock->accept_in_flight = false;
+	struct eng_listen *l = sock->listen;
+	if (res >= 0) {
+		if (l->stopping)
+			close(res);
+		else
+			eng_listen_admit(sock, res);
+	} else if (res != -ECANCELED && !eng_accept_error_is_transient(res)) {
+		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for the sweep. */
+		sock->accept_paused = true;
+	}
+	if (!l->stopping && !sock->accept_paused)
+		eng_accept_arm(sock);
+}
+
+static void
+eng_accept_arm(struct eng_listen_socket *sock)
+{
+	ENG_ASSERT(!sock->accept_in_flight && sock->fd >= 0);
+	sock->peer_len = sizeof(sock->peer);
+	sock->accept_op.callback = eng_accept_callback;
+	sock->accept_op.ctx = sock;
+	int ret = ring_prep_accept(sock->listen->ring, &sock->accept_op, sock->fd,
+				   (struct sockaddr *)&sock->peer, &sock->peer_len);
+	ENG_ASSERT(ret == 0);
+	sock->accept_in_flight = true;
+}
+
+/* "127.0.0.1:2525" or "[::1]:2525". */
+static void
+eng_listener_address_text(const struct eng_listener *lc, char *out, size_t out_size)
+{
+	if (lc->address.kind == ENG_HOST_IPV6)
+		snprintf(out, out_size, "[%s]:%u", lc->address.host, lc->address.port);
+	else
+		snprintf(out, out_size, "%s:%u", lc->address.host, lc->address.port);
+}
+
+static int
+eng_listen_socket_open(struct eng_listen_socket *sock, const struct eng_listener *lc, char *err,
+		       size_t err_size)
+{
+	char where[ENG_DOMAIN_SIZE + 16];
+	eng_listener_address_text(lc, where, sizeof(where));
+	struct sockaddr_storage ss;
+	socklen_t ss_len = 0;
+	if (eng_hostport_sockaddr(&lc->address, &ss, &ss_len) < 0) {
+		snprintf(err, err_size, "listener %s: address %s is not an IP literal", lc->name,
+			 where);
+		return -EINVAL;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&ss, ss_len) < 0 || listen(fd, ENG_LISTEN_BACKLOG) < 0) {
+		int e = errno;
+		snprintf(err, err_size, "listener %s: cannot listen on %s: %s", lc->name, where,
+			 strerror(e));
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	sock->fd = fd;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * The sweep: timeouts, lingering closes, paused accepts. Once a second.
+ */
+
+static void
+eng_conn_check(struct eng_listen_conn *conn, uint64_t now)
+{
+	if (conn->closing) {
+		if (now >= conn->linger_deadline_ns && !conn->hard)
+			eng_conn_begin_close(conn, true);
+		return;
+	}
+	bool waits_for_us = conn->append_in_flight || conn->timer_in_flight;
+	if (now < conn->session_deadline_ns && (waits_for_us || now < conn->phase_deadline_ns))
+		return;
+	/* Slowloris, an idle client, or one that does not read: 421 4.4.2. */
+	smtp_server_timeout(&conn->session);
+	eng_conn_pump(conn);
+}
+
+static void eng_sweep_arm(struct eng_listen *l);
+
+static void
+eng_sweep_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen *l = op->ctx;
+	(void)res;
+	(void)cqe_flags;
+	ENG_ASSERT(l->sweep_in_flight);
+	l->sweep_in_flight = false;
+	if (l->stopping)
+		return;
+	uint64_t now = eng_now_monotonic_ns();
+	for (uint32_t i = 0; i < l->conn_high; i++) {
+		if (l->conns[i].in_use)
+			eng_conn_check(&l->conns[i], now);
+	}
+	for (uint32_t i = 0; i < l->socket_count; i++) {
+		struct eng_listen_socket *sock = &l->sockets[i];
+		if (sock->accept_paused && !sock->accept_in_flight) {
+			sock->accept_paused = false;
+			eng_accept_arm(sock);
+		}
+	}
+	eng_sweep_arm(l);
+}
+
+static void
+eng_sweep_arm(struct eng_listen *l)
+{
+	ENG_ASSERT(!l->sweep_in_flight);
+	l->sweep_op.callback = eng_sweep_callback;
+	l->sweep_op.ctx = l;
+	int ret = ring_prep_timeout(l->ring, &l->sweep_op, ENG_LISTEN_SWEEP_NS);
+	ENG_ASSERT(ret == 0);
+	l->sweep_in_flight = true;
+}
+
+/* ---------------------------------------------------------------------------
+ * Create, stop, destroy.
+ */
+
+static uint32_t
+eng_listen_pool_size(const struct eng_config *cfg)
+{
+	uint64_t total = 0;
+	for (uint32_t i = 0; i < cfg->listener_count; i++)
+		total += cfg->listeners[i].max_connections;
+	return (uint32_t)ENG_MAX(1ull, ENG_MIN(total, (uint64_t)ENG_LISTEN_CONNS_MAX));
+}
+
+static int
+eng_listen_open_all(struct eng_listen *l, char *err, size_t err_size)
+{
+	const struct eng_config *cfg = *l->config;
+	for (uint32_t i = 0; i < cfg->listener_count; i++) {
+		const struct eng_listener *lc = &cfg->listeners[i];
+		if (lc->auth_file[0] != '\0') {
+			char why[ENG_CONFIG_ERROR_SIZE];
+			int ret = eng_auth_load(lc->auth_file, &l->auth[i], why, sizeof(why));
+			if (ret < 0) {
+				snprintf(err, err_size, "listener %s: %s", lc->name, why);
+				return ret;
+			}
+		}
+		struct eng_listen_socket *sock = &l->sockets[i];
+		sock->listen = l;
+		sock->listener_index = i;
+		sock->fd = -1;
+		l->listeners[i] = *lc;
+		l->socket_count = i + 1;
+		int ret = eng_listen_socket_open(sock, lc, err, err_size);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+struct eng_listen *
+eng_listen_create(struct ring *ring, const struct eng_config *const *config,
+		  struct eng_listen_node *node, struct spool *spool, struct eng_deliver *deliver,
+		  uint32_t shard_index, char *err, size_t err_size)
+{
+	ENG_ASSERT(ring != NULL && config != NULL && *config != NULL && node != NULL);
+	ENG_ASSERT(spool != NULL && deliver != NULL);
+	ENG_ASSERT(node->count == (*config)->listener_count);
+	struct eng_listen *l = calloc(1, sizeof(*l));
+	uint32_t pool = eng_listen_pool_size(*config);
+	if (l == NULL || (l->conns = calloc(pool, sizeof(*l->conns))) == NULL) {
+		snprintf(err, err_size, "listener: out of memory for %u connections", pool);
+		free(l);
+		return NULL;
+	}
+	*l = (struct eng_listen){ .ring = ring, .config = config, .node = node, .spool = spool,
+		.deliver = deliver, .shard_index = shard_index, .conn_count = pool,
+		.free_head = 0, .conns = l->conns };
+	for (uint32_t i = 0; i < pool; i++) {
+		l->conns[i].index = i;
+		l->conns[i].fd = -1;
+		l->conns[i].free_next = i + 1 < pool ? i + 1 : ENG_LISTEN_NO_SLOT;
+	}
+	if (eng_listen_open_all(l, err, err_size) < 0) {
+		eng_listen_destroy(l);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < l->socket_count; i++)
+		eng_accept_arm(&l->sockets[i]);
+	eng_sweep_arm(l);
+	return l;
+}
+
+static bool
+eng_listen_is_idle(const struct eng_listen *l)
+{
+	if (l->conn_used > 0 || l->sweep_in_flight || l->sweep_cancel_in_flight)
+		return false;
+	for (uint32_t i = 0; i < l->socket_count; i++) {
+		if (l->sockets[i].accept_in_flight || l->sockets[i].cancel_in_flight)
+			return false;
+	}
+	return true;
+}
+
+static void
+eng_listen_cancel_done(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	(void)res;
+	(void)cqe_flags;
+	bool *in_flight = op->ctx;
+	ENG_ASSERT(*in_flight);
+	*in_flight = false;
+}
+
+/* Stop accepting and the sweep; close every connection (soft first). */
+static void
+eng_listen_stop_begin(struct eng_listen *l)
+{
+	l->stopping = true;
+	for (uint32_t i = 0; i < l->socket_count; i++) {
+		struct eng_listen_socket *sock = &l->sockets[i];
+		if (!sock->accept_in_flight)
+			continue;
+		sock->cancel_op.callback = eng_listen_cancel_done;
+		sock->cancel_op.ctx = &sock->cancel_in_flight;
+		int ret = ring_prep_cancel(l->ring, &sock->cancel_op, &sock->accept_op);
+		ENG_ASSERT(ret == 0);
+		sock->cancel_in_flight = true;
+	}
+	if (l->sweep_in_flight) {
+		l->sweep_cancel_op.callback = eng_listen_cancel_done;
+		l->sweep_cancel_op.ctx = &l->sweep_cancel_in_flight;
+		int ret = ring_prep_cancel(l->ring, &l->sweep_cancel_op, &l->sweep_op);
+		ENG_ASSERT(ret == 0);
+		l->sweep_cancel_in_flight = true;
+	}
+	for (uint32_t i = 0; i < l->conn_high; i++) {
+		if (l->conns[i].in_use)
+			eng_conn_begin_close(&l->conns[i], false);
+	}
+}
+
+void
+eng_listen_stop(struct eng_listen *l)
+{
+	if (l == NULL)
+		return;
+	eng_listen_stop_begin(l);
+	for (uint32_t turn = 0; turn < ENG_LISTEN_STOP_TURNS && !eng_listen_is_idle(l); turn++) {
+		/* After 2 s, stop being polite: the remaining clients are cut. */
+		for (uint32_t i = 0; turn == 20 && i < l->conn_high; i++) {
+			if (l->conns[i].in_use)
+				eng_conn_begin_close(&l->conns[i], true);
+		}
+		int ret = ring_run_once(l->ring, 100ull * 1000ull * 1000ull);
+		ENG_ASSERT(ret >= 0 || ret == -EINTR || ret == -ETIME);
+	}
+	for (uint32_t i = 0; i < l->socket_count; i++) {
+		if (l->sockets[i].fd >= 0 && !l->sockets[i].accept_in_flight) {
+			close(l->sockets[i].fd);
+			l->sockets[i].fd = -1;
+		}
+	}
+}
+
+void
+eng_listen_destroy(struct eng_listen *l)
+{
+	if (l == NULL)
+		return;
+	if (!eng_listen_is_idle(l) && l->stopping) {
+		/* Ops still owned by the ring: leaking beats a use after free. */
+		fprintf(stderr, "ringmail: listener: %u connections did not close; leaked\n",
+			l->conn_used);
+		return;
+	}
+	for (uint32_t i = 0; i < l->socket_count; i++) {
+		if (l->sockets[i].fd >= 0)
+			close(l->sockets[i].fd);
+		eng_auth_free(l->auth[i]);
+	}
+	for (uint32_t i = 0; i < l->conn_count; i++) {
+		ENG_ASSERT(!l->conns[i].in_use || !l->stopping);
+		free(l->conns[i].record);
+		free(l->conns[i].rcpt_spans);
+	}
+	free(l->conns);
+	free(l);
+}
+
+uint32_t
+eng_listen_connections(const struct eng_listen *l)
+{
+	ENG_ASSERT(l != NULL);
+	return l->conn_used;
+}
