@@ -152,6 +152,7 @@ struct eng_deliver_slot {
 	uint64_t wake_ns; /* monotonic, while is_waiting */
 	bool is_idle;		/* READY with nothing to send; counted in idle_connections */
 	uint64_t idle_until_ns; /* monotonic, while is_idle: then QUIT */
+	bool is_reclaimed;	/* idle, quit to give its slot to another destination */
 	uint64_t connect_ms;
 	bool is_mx;		/* connected to mx_addr_index of its dest */
 	uint32_t mx_addr_index;
@@ -220,6 +221,7 @@ struct eng_deliver {
 	uint32_t slot_count; /* [engine] delivery_connections */
 	struct eng_deliver_slot *free_slots;
 	uint32_t slots_open;
+	uint32_t reclaims_pending; /* is_reclaimed slots not yet CLOSED */
 	struct eng_deliver_outcome *outcomes;
 	struct eng_deliver_outcome *free_outcomes;
 	uint32_t outcomes_free;
@@ -1162,6 +1164,17 @@ eng_deliver_close_is_failure(enum eng_conn_close_reason reason)
 	       reason == ENG_CONN_CLOSE_TIMEOUT || reason == ENG_CONN_CLOSE_NETWORK_ERROR;
 }
 
+/* A session that ended before READY for a reason of the server's (greeting
+ * or EHLO refused, a malformed reply, closed on us) is as much a failure of
+ * the destination as a refused connect: without a back-off the next loop
+ * turn would reconnect at once, forever. */
+static bool
+eng_deliver_close_before_up_is_failure(enum eng_conn_close_reason reason)
+{
+	return reason == ENG_CONN_CLOSE_REJECTED || reason == ENG_CONN_CLOSE_PROTOCOL_ERROR ||
+	       reason == ENG_CONN_CLOSE_REMOTE_CLOSE;
+}
+
 static bool
 eng_deliver_close_is_connect_failure(enum eng_conn_close_reason reason)
 {
@@ -1192,6 +1205,45 @@ eng_deliver_mx_fall_over(struct eng_deliver_dest *e, uint32_t failed_index)
 	return true;
 }
 
+/*
+ * The destination could not be reached (refused, timed out, or the session
+ * failed before READY) and no other connection of it is open: its queued
+ * jobs would wait out the back-off with no word in the log. Defer them now
+ * on the retry schedule, each recipient with a TransientFailure saying why
+ * ("451 4.4.1 127.0.0.1: connection refused"). Jobs whose outcomes cannot
+ * be reserved stay queued for the next connection.
+ */
+static void
+eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, const char *host,
+			 const struct eng_conn_event *event)
+{
+	if (dest->dest.connections.used > 0)
+		return;
+	char text[200];
+	const struct smtp_status *reply = &event->status;
+	if (reply->code != 0 && !reply->is_local && reply->text != NULL)
+		snprintf(text, sizeof(text), "%s: %s: %u %.*s", host,
+			 eng_conn_close_reason_name(event->reason), reply->code,
+			 (int)ENG_MIN(reply->text_size, (size_t)120), reply->text);
+	else if (event->sys_error != 0)
+		snprintf(text, sizeof(text), "%s: %s: %s", host,
+			 eng_conn_close_reason_name(event->reason), strerror(event->sys_error));
+	else
+		snprintf(text, sizeof(text), "%s: %s", host, eng_conn_close_reason_name(event->reason));
+	struct smtp_status status = eng_deliver_local_status(451, 4, 1, text);
+	for (uint64_t guard = dest->dest.queued_count; guard > 0; guard--) {
+		struct eng_job *next = eng_dest_take(&dest->dest);
+		if (next == NULL)
+			break;
+		struct eng_deliver_job *job = ENG_CONTAINER_OF(next, struct eng_deliver_job, job);
+		if (!eng_deliver_reserve(d, job)) {
+			eng_dest_push_front(&dest->dest, next);
+			break;
+		}
+		eng_deliver_job_defer(d, job, &status);
+	}
+}
+
 static void
 eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 			const struct eng_conn_event *event)
@@ -1201,11 +1253,21 @@ eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 		slot->job = NULL;
 	}
 	eng_deliver_slot_unidle(slot); /* an idle one closed by the server or a stop */
-	bool failed = eng_deliver_close_is_failure(event->reason);
+	if (slot->is_reclaimed) {
+		ENG_ASSERT(d->reclaims_pending > 0);
+		d->reclaims_pending--;
+		slot->is_reclaimed = false;
+	}
+	bool failed = eng_deliver_close_is_failure(event->reason) ||
+		      (!slot->is_up && eng_deliver_close_before_up_is_failure(event->reason));
 	d->stats.connections_failed += failed;
 	if (slot->is_mx && !slot->is_up && eng_deliver_close_is_connect_failure(event->reason))
 		failed = eng_deliver_mx_fall_over(slot->dest, slot->mx_addr_index);
-	eng_dest_connection_closed(&slot->dest->dest, d->node, failed, eng_now_monotonic_ns());
+	struct eng_deliver_dest *dest = slot->dest;
+	eng_dest_connection_closed(&dest->dest, d->node, slot->is_up, failed,
+				   eng_now_monotonic_ns());
+	if (failed && !slot->is_up && !d->is_stopping)
+		eng_deliver_defer_queued(d, dest, slot->mx_host, event);
 	slot->dest = NULL;
 	slot->is_waiting = false;
 	ENG_ASSERT(d->slots_open > 0);
@@ -1317,7 +1379,7 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 				    &cc, slot, eng_deliver_conn_event);
 	if (ret < 0) {
 		d->stats.connections_failed++;
-		eng_dest_connection_closed(&dest->dest, d->node, true, eng_now_monotonic_ns());
+		eng_dest_connection_closed(&dest->dest, d->node, false, true, eng_now_monotonic_ns());
 		return;
 	}
 	d->free_slots = slot->free_next;
@@ -1328,6 +1390,7 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 	slot->is_up = false;
 	slot->is_waiting = false;
 	slot->is_idle = false;
+	slot->is_reclaimed = false;
 	d->slots_open++;
 	d->stats.connections_opened++;
 }
@@ -1495,16 +1558,51 @@ eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
 	}
 }
 
+/*
+ * A destination with work cannot open a connection because the shard's
+ * pool or the node-wide cap is used up: if another destination holds an
+ * idle connection, quit it so its slot comes free (at its CLOSED). Without
+ * this, destinations that finished keep the node's connections for their
+ * idle_timeout while others wait. At most ENG_DELIVER_RECLAIMS_MAX quits
+ * in flight, so one busy turn does not close every idle connection.
+ */
+#define ENG_DELIVER_RECLAIMS_MAX 4u
+
+static void
+eng_deliver_reclaim_idle(struct eng_deliver *d, const struct eng_deliver_dest *for_dest)
+{
+	if (d->reclaims_pending >= ENG_DELIVER_RECLAIMS_MAX)
+		return;
+	for (uint32_t i = 0; i < d->slot_count; i++) {
+		struct eng_deliver_slot *slot = &d->slots[i];
+		if (!slot->is_idle || slot->dest == for_dest)
+			continue;
+		eng_deliver_slot_unidle(slot);
+		slot->is_reclaimed = true;
+		d->reclaims_pending++;
+		eng_conn_quit(&slot->conn);
+		return;
+	}
+}
+
 static void
 eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 {
 	for (struct eng_deliver_dest *e = d->dests; e != NULL; e = e->all_next) {
-		for (uint32_t i = 0; i < d->slot_count && d->free_slots != NULL; i++) {
+		for (uint32_t i = 0; i < d->slot_count; i++) {
+			if (d->free_slots == NULL) {
+				if (!eng_dest_is_empty(&e->dest) && e->dest.idle_connections == 0 &&
+				    e->dest.opening_connections == 0)
+					eng_deliver_reclaim_idle(d, e);
+				break;
+			}
 			uint64_t wait_ns = 0;
 			enum eng_dest_open open =
 				eng_dest_want_connection(&e->dest, d->node, now_ns, &wait_ns);
 			if (open == ENG_DEST_OPEN_WAIT)
 				*wake_ns = ENG_MIN(*wake_ns, wait_ns);
+			if (open == ENG_DEST_OPEN_FULL && !eng_counter_is_full(&e->dest.connections))
+				eng_deliver_reclaim_idle(d, e); /* the node-wide cap */
 			if (open != ENG_DEST_OPEN_NOW)
 				break;
 			eng_deliver_open(d, e);

@@ -108,11 +108,20 @@ eng_dest_pop(struct eng_dest *dest)
 	return job;
 }
 
-/* Jobs that idle connections will pick up need no new connection. */
+struct eng_job *
+eng_dest_take(struct eng_dest *dest)
+{
+	ENG_ASSERT(dest != NULL);
+	return eng_dest_is_empty(dest) ? NULL : eng_dest_pop(dest);
+}
+
+/* Jobs that idle connections, or connections still opening, will pick up
+ * need no new connection: without counting the opening ones, every loop
+ * turn of a connect in flight would open another for the same job. */
 static bool
 eng_dest_needs_connection(const struct eng_dest *dest)
 {
-	return dest->queued_count > dest->idle_connections;
+	return dest->queued_count > (uint64_t)dest->idle_connections + dest->opening_connections;
 }
 
 enum eng_dest_open
@@ -141,6 +150,7 @@ eng_dest_want_connection(struct eng_dest *dest, struct eng_global_limit *node, u
 	got = eng_bucket_take(&dest->connection_bucket, now_ns, 1);
 	ENG_ASSERT(got);
 	dest->stats.connections_opened++;
+	dest->opening_connections++;
 	return ENG_DEST_OPEN_NOW;
 }
 
@@ -172,15 +182,22 @@ eng_dest_connection_up(struct eng_dest *dest)
 {
 	ENG_ASSERT(dest != NULL);
 	ENG_ASSERT(dest->connections.used > 0);
+	ENG_ASSERT(dest->opening_connections > 0);
+	dest->opening_connections--;
 	dest->consecutive_failures = 0;
 }
 
 void
-eng_dest_connection_closed(struct eng_dest *dest, struct eng_global_limit *node, bool failed,
-			   uint64_t now_ns)
+eng_dest_connection_closed(struct eng_dest *dest, struct eng_global_limit *node, bool was_up,
+			   bool failed, uint64_t now_ns)
 {
 	ENG_ASSERT(dest != NULL && node != NULL);
 	ENG_ASSERT(dest->connections.used > 0);
+	if (!was_up) {
+		ENG_ASSERT(dest->opening_connections > 0);
+		dest->opening_connections--;
+	}
+	ENG_ASSERT(dest->opening_connections < dest->connections.used);
 	eng_counter_release(&dest->connections);
 	eng_global_limit_release(node);
 	if (!failed)

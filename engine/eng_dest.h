@@ -59,6 +59,7 @@ struct eng_dest {
 	struct eng_bucket connection_bucket;
 	struct eng_counter connections; /* open or opening */
 	uint32_t idle_connections;	/* open, READY, with nothing to send */
+	uint32_t opening_connections;	/* taken by want_connection, not yet up */
 	struct eng_job *head;
 	struct eng_job *tail;
 	uint64_t queued_count;
@@ -92,6 +93,9 @@ void eng_dest_set_settings(struct eng_dest *dest, const struct eng_destination *
 void eng_dest_push(struct eng_dest *dest, struct eng_job *job);
 void eng_dest_push_front(struct eng_dest *dest, struct eng_job *job);
 bool eng_dest_is_empty(const struct eng_dest *dest);
+/* Take the first queued job off the queue (no limit applies), or NULL:
+ * the caller gives it an outcome without a connection. */
+struct eng_job *eng_dest_take(struct eng_dest *dest);
 
 /* Should the shard open another connection? On NOW a connection slot and a
  * node-wide slot are taken; release them with eng_dest_connection_closed. */
@@ -103,11 +107,14 @@ enum eng_dest_open eng_dest_want_connection(struct eng_dest *dest, struct eng_gl
 enum eng_dest_action eng_dest_next_job(struct eng_dest *dest, uint32_t messages_sent,
 				       uint64_t now_ns, struct eng_job **job, uint64_t *wake_ns);
 
-/* The connection got its greeting and EHLO through: failures reset. */
+/* The connection got its greeting and EHLO through: failures reset, and
+ * it no longer counts as opening. */
 void eng_dest_connection_up(struct eng_dest *dest);
-/* A connection ended. failed: refused, timed out, or closed by a 421 —
- * the destination backs off. Releases both slots. */
-void eng_dest_connection_closed(struct eng_dest *dest, struct eng_global_limit *node, bool failed,
-				uint64_t now_ns);
+/* A connection ended. was_up: eng_dest_connection_up was called for it
+ * (else it still counted as opening). failed: refused, timed out, closed
+ * by a 421, or refused before it was up — the destination backs off.
+ * Releases both slots. */
+void eng_dest_connection_closed(struct eng_dest *dest, struct eng_global_limit *node, bool was_up,
+				bool failed, uint64_t now_ns);
 
 #endif /* ENG_DEST_H */

@@ -106,7 +106,7 @@ sim_ready(struct sim_conn *c, uint64_t job_ns)
 		/* IDLE or QUIT: close it cleanly. */
 		sim.quits += a == ENG_DEST_QUIT;
 		c->open = false;
-		eng_dest_connection_closed(&sim.dest, &sim.node, false, sim.now_ns);
+		eng_dest_connection_closed(&sim.dest, &sim.node, true, false, sim.now_ns);
 	}
 }
 
@@ -215,11 +215,11 @@ Test(eng_dest, a_failed_connection_backs_off_and_doubles)
 	sim_init(&s, 10, 1000);
 	uint64_t wake;
 	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 0, &wake), ENG_DEST_OPEN_NOW);
-	eng_dest_connection_closed(&sim.dest, &sim.node, true, 0);
+	eng_dest_connection_closed(&sim.dest, &sim.node, false, true, 0);
 	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 1, &wake), ENG_DEST_OPEN_WAIT);
 	cr_assert_eq(wake, ENG_DEST_BACKOFF_BASE_NS);
 	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, wake, &wake), ENG_DEST_OPEN_NOW);
-	eng_dest_connection_closed(&sim.dest, &sim.node, true, ENG_DEST_BACKOFF_BASE_NS);
+	eng_dest_connection_closed(&sim.dest, &sim.node, false, true, ENG_DEST_BACKOFF_BASE_NS);
 	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, ENG_DEST_BACKOFF_BASE_NS + 1,
 					      &wake),
 		     ENG_DEST_OPEN_WAIT);
@@ -229,7 +229,7 @@ Test(eng_dest, a_failed_connection_backs_off_and_doubles)
 		uint64_t t = sim.dest.backoff_until_ns;
 		cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, t, &wake),
 			     ENG_DEST_OPEN_NOW);
-		eng_dest_connection_closed(&sim.dest, &sim.node, true, t);
+		eng_dest_connection_closed(&sim.dest, &sim.node, false, true, t);
 		cr_assert_leq(sim.dest.backoff_until_ns - t, ENG_DEST_BACKOFF_MAX_NS);
 	}
 	cr_assert_eq(eng_global_limit_used(&sim.node), 0);
@@ -245,6 +245,32 @@ Test(eng_dest, no_connection_when_idle_ones_can_take_the_work)
 	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 0, &wake), ENG_DEST_OPEN_NOW);
 	sim.dest.idle_connections = 2;
 	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 0, &wake), ENG_DEST_OPEN_NONE);
+}
+
+/* One queued job and a connect in flight: no second connection for it
+ * until the first one is up (or gone). */
+Test(eng_dest, a_connection_still_opening_counts_for_the_queued_job)
+{
+	struct eng_destination s = settings();
+	sim_init(&s, 1, 1000);
+	uint64_t wake;
+	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 0, &wake), ENG_DEST_OPEN_NOW);
+	for (int turn = 0; turn < 5; turn++)
+		cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 0, &wake),
+			     ENG_DEST_OPEN_NONE);
+	cr_assert_eq(sim.dest.opening_connections, 1);
+	/* Refused before it was up: the destination backs off, nothing opens. */
+	eng_dest_connection_closed(&sim.dest, &sim.node, false, true, 0);
+	cr_assert_eq(sim.dest.opening_connections, 0);
+	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, 1, &wake), ENG_DEST_OPEN_WAIT);
+	cr_assert_eq(eng_dest_want_connection(&sim.dest, &sim.node, wake, &wake), ENG_DEST_OPEN_NOW);
+	eng_dest_connection_up(&sim.dest);
+	cr_assert_eq(sim.dest.opening_connections, 0);
+	struct eng_job *job = eng_dest_take(&sim.dest);
+	cr_assert_eq(job, &sim.jobs[0]);
+	cr_assert_null(eng_dest_take(&sim.dest));
+	eng_dest_connection_closed(&sim.dest, &sim.node, true, false, 2);
+	cr_assert_eq(eng_global_limit_used(&sim.node), 0);
 }
 
 Test(eng_dest, a_job_handed_back_keeps_its_place)
