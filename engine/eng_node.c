@@ -194,12 +194,15 @@ eng_shard_main(void *arg)
 		ENG_ASSERT(turns < UINT64_MAX); /* unbounded by design: runs until STOP */
 		if (shard->drain && !shard->is_draining) {
 			shard->is_draining = true;
+			/* No new sessions or messages while outcomes travel home:
+			 * sessions waiting for a commit get their reply first. */
+			eng_listen_stop(shard->listen);
 			eng_deliver_drain(shard->deliver, eng_shard_drained, shard);
 		}
 		if (ring_mailbox_run_once(shard->node->mesh, shard->index, UINT64_MAX) < 0)
 			break;
 	}
-	eng_listen_stop(shard->listen); /* no new messages; acks of commits in flight sent */
+	eng_listen_stop(shard->listen); /* done at DRAIN unless the loop failed; harmless twice */
 	eng_listen_destroy(shard->listen);
 	shard->listen = NULL;
 	eng_deliver_stop(shard->deliver); /* connections closed, outcomes journaled */
