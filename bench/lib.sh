@@ -77,3 +77,58 @@ bench_start_smtp_sink() {
 	bench_track "$SINK_PID"
 	bench_wait_port "$addr" "$port" || bench_die "smtp-sink did not start on $addr:$port"
 }
+
+# ---- added for bench_inject.sh and bench_e2e.sh ----------------------------
+
+# Stop (TERM, then wait) every tracked process, keep the work directory.
+bench_stop_tracked() {
+	local p
+	for p in "${BENCH_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	BENCH_PIDS=()
+}
+
+# bench_json_num FILE KEY: the first numeric value of "KEY": in FILE (0 if none).
+bench_json_num() {
+	awk -v k="\"$2\":" '{
+		i = index($0, k)
+		if (i == 0) next
+		v = substr($0, i + length(k))
+		if (match(v, /^-?[0-9.eE+]+/)) { print substr(v, 1, RLENGTH); found = 1; exit }
+	} END { if (!found) print 0 }' "$1" 2>/dev/null || echo 0
+}
+
+# Peak resident memory (kB, VmHWM) of a live process.
+bench_peak_rss_kb() {
+	awk '/^VmHWM:/ { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$1/status" 2>/dev/null ||
+		echo 0
+}
+
+# bench_rm_config PORT SHARDS: a ringmail configuration on stdout with one
+# listener on 127.0.0.1:PORT, the spool and delivery log in the work
+# directory; stdin is appended (more [engine] keys first, then sections).
+bench_rm_config() {
+	cat <<EOF
+[listener bench]
+address = 127.0.0.1:$1
+
+[engine]
+shards = $2
+spool_dir = $BENCH_WORK/spool
+delivery_log = $BENCH_WORK/delivery.log
+free_space_reserve = 64M
+EOF
+	cat
+}
+
+# bench_rm_start CONF PORT: start the daemon (stderr to daemon.err), wait
+# for its listener; pid in RM_PID, tracked.
+bench_rm_start() {
+	"${BENCH_RINGMAIL:-$BUILD_DIR/engine/ringmail}" -c "$1" 2>>daemon.err &
+	RM_PID=$!
+	bench_track "$RM_PID"
+	if ! bench_wait_port 127.0.0.1 "$2" || ! kill -0 "$RM_PID" 2>/dev/null; then
+		bench_log "ringmail did not start: $(tail -2 daemon.err)"
+		return 1
+	fi
+}
