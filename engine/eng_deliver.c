@@ -1701,27 +1701,34 @@ eng_deliver_flush_one(struct eng_deliver *d, uint32_t target)
 {
 	struct eng_deliver_outbox *ob = &d->outbox[target];
 	for (uint32_t rounds = 0; rounds < ENG_DELIVER_OUTCOMES; rounds++) {
+		/* What follows the batch is read before the send: once sent, an
+		 * item belongs to the target shard, which may already be reusing
+		 * its link fields (a job on its queues, an op freed), so the
+		 * heads must never be advanced through a sent item. */
 		struct ring_mail mails[RING_MAILBOX_DELIVER_BATCH_MAX];
 		uint32_t n = 0;
-		for (struct eng_deliver_outcome *op = ob->ops_head;
-		     op != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX; op = op->outbox_next)
-			mails[n++] = (struct ring_mail){ .ptr = op, .kind = op->mail_kind };
+		struct eng_deliver_outcome *ops_rest = ob->ops_head;
+		for (; ops_rest != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX;
+		     ops_rest = ops_rest->outbox_next)
+			mails[n++] = (struct ring_mail){ .ptr = ops_rest, .kind = ops_rest->mail_kind };
 		uint32_t ops = n;
-		for (struct eng_deliver_job *job = ob->jobs_head;
-		     !d->is_stopping && job != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX;
-		     job = job->retry_next)
-			mails[n++] = (struct ring_mail){ .ptr = job, .kind = ENG_DELIVER_MAIL_JOB };
+		struct eng_deliver_job *jobs_rest = ob->jobs_head;
+		for (; !d->is_stopping && jobs_rest != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX;
+		     jobs_rest = jobs_rest->retry_next)
+			mails[n++] = (struct ring_mail){ .ptr = jobs_rest, .kind = ENG_DELIVER_MAIL_JOB };
 		if (n == 0)
 			return;
 		uint32_t sent = ring_mailbox_send(d->mesh, d->shard_index, target, mails, n);
-		for (uint32_t i = 0; i < sent && i < ops; i++) {
-			ob->ops_head = ob->ops_head->outbox_next;
-			d->outbox_ops--;
-		}
+		ENG_ASSERT(sent <= n);
+		uint32_t ops_sent = ENG_MIN(sent, ops);
+		ENG_ASSERT(d->outbox_ops >= ops_sent);
+		d->outbox_ops -= ops_sent;
+		if (ops_sent > 0)
+			ob->ops_head = ops_sent < ops ? mails[ops_sent].ptr : ops_rest;
 		if (ob->ops_head == NULL)
 			ob->ops_tail = NULL;
-		for (uint32_t i = ops; i < sent; i++)
-			ob->jobs_head = ob->jobs_head->retry_next;
+		if (sent > ops)
+			ob->jobs_head = sent < n ? mails[sent].ptr : jobs_rest;
 		if (ob->jobs_head == NULL)
 			ob->jobs_tail = NULL;
 		if (sent < n)
