@@ -441,14 +441,22 @@ eng_deliver_domain_equal(const char *a, size_t a_len, const char *b, size_t b_le
 /* A job written here waits on the new list until the next loop turn,
  * which gives it to its owner (this shard or another). */
 static void
+eng_deliver_job_append(struct eng_deliver_job **head, struct eng_deliver_job **tail,
+		       struct eng_deliver_job *job)
+{
+	ENG_ASSERT((*head == NULL) == (*tail == NULL));
+	job->retry_next = NULL;
+	if (*tail != NULL)
+		(*tail)->retry_next = job;
+	else
+		*head = job;
+	*tail = job;
+}
+
+static void
 eng_deliver_new_push(struct eng_deliver *d, struct eng_deliver_job *job)
 {
-	job->retry_next = NULL;
-	if (d->new_tail != NULL)
-		d->new_tail->retry_next = job;
-	else
-		d->new_head = job;
-	d->new_tail = job;
+	eng_deliver_job_append(&d->new_head, &d->new_tail, job);
 }
 
 /* The job of msg for the domain of (rcpt, rcpt_len) and deferral time,
@@ -577,12 +585,7 @@ static void
 eng_deliver_outbox_job(struct eng_deliver *d, uint32_t owner, struct eng_deliver_job *job)
 {
 	struct eng_deliver_outbox *ob = &d->outbox[owner];
-	job->retry_next = NULL;
-	if (ob->jobs_tail != NULL)
-		ob->jobs_tail->retry_next = job;
-	else
-		ob->jobs_head = job;
-	ob->jobs_tail = job;
+	eng_deliver_job_append(&ob->jobs_head, &ob->jobs_tail, job);
 }
 
 static void
