@@ -57,15 +57,8 @@ raw_run() {
 	done
 	for i in "${pids[@]}"; do wait "$i"; done
 	t1=$(now_ns)
-	bench_cleanup_sinks
+	bench_stop_tracked
 	bench_seconds "$t0" "$t1"
-}
-
-bench_cleanup_sinks() {
-	local p
-	for p in "${BENCH_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	BENCH_PIDS=()
 }
 
 # delivered LOG: Delivery lines so far.
@@ -132,7 +125,7 @@ ringmail_run() {
 	RM_CPU_S=$(bench_cpu_s "$dpid")
 	kill -TERM "$dpid" 2>/dev/null
 	wait "$dpid" 2>/dev/null
-	bench_cleanup_sinks
+	bench_stop_tracked
 	RM_TOTAL_S=$(bench_seconds "$t0" "$t1")
 	[ "$first" = 0 ] && first=$t1
 	RM_PHASE_S=$(bench_seconds "$first" "$t1")

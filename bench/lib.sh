@@ -55,14 +55,7 @@ bench_enter_work() {
 BENCH_PIDS=()
 bench_track() { BENCH_PIDS+=("$1"); }
 bench_cleanup() {
-	local p
-	for p in "${BENCH_PIDS[@]}"; do
-		kill -TERM "$p" 2>/dev/null
-	done
-	for p in "${BENCH_PIDS[@]}"; do
-		wait "$p" 2>/dev/null
-	done
-	BENCH_PIDS=()
+	bench_stop_tracked
 	[ -n "${BENCH_WORK:-}" ] && [ -z "${BENCH_KEEP:-}" ] && rm -rf "$BENCH_WORK"
 }
 
