@@ -608,6 +608,28 @@ spool_place_one(struct spool_log *log, struct spool_append *op)
 	return false;
 }
 
+/*
+ * Appends still pending when no segment exists or is coming (none active,
+ * none ready or being recycled, and the last preparation failed: ENOSPC
+ * with no reserve configured, EIO, EMFILE) fail now with that error
+ * instead of waiting for a preparation retry that may never succeed: the
+ * client gets a 4xx at once rather than a timeout at its final dot, and
+ * the record was never written, so nothing acknowledged is at stake. The
+ * log stays healthy; the next flush after the retry time prepares again.
+ */
+static void
+spool_fail_unplaceable(struct spool_log *log)
+{
+	if (log->pending_head == NULL || log->prep_error >= 0 || log->preparing != NULL ||
+	    log->active != NULL || log->ready_count > 0 || log->recycling > 0)
+		return;
+	struct spool_append *head = log->pending_head;
+	log->pending_head = log->pending_tail = NULL;
+	log->pending_count = 0;
+	log->stats.appends_failed_no_segment++;
+	spool_fail_list(head, log->prep_error);
+}
+
 void
 spool_log_flush(struct spool_log *log)
 {
@@ -638,6 +660,7 @@ spool_log_flush(struct spool_log *log)
 	if (want_more && log->preparing == NULL && !log->closing &&
 	    eng_now_monotonic_ns() >= log->prep_retry_at_ns)
 		spool_prep_start(log);
+	spool_fail_unplaceable(log);
 }
 
 static void

@@ -112,6 +112,9 @@ struct spool_log_stats {
 	uint64_t segments_recycled;
 	uint64_t segments_adopted;  /* .ready files taken over at start-up, not zeroed */
 	uint64_t segments_discarded; /* .prep files deleted at start-up */
+	/* Flushes that failed the pending appends because no segment could be
+	 * made (the last preparation's error: ENOSPC, EIO, ...). */
+	uint64_t appends_failed_no_segment;
 };
 
 /* Create a log on ring. Sets err and returns NULL on failure (directory
@@ -126,7 +129,10 @@ void spool_log_set_closed_callback(struct spool_log *log, spool_segment_closed_f
 /*
  * Queue an append. Returns 0 (callback will run), -EIO if the log is
  * unhealthy, -EMSGSIZE if the record is larger than record_size_max or
- * breaks a record bound. On error the callback does not run.
+ * breaks a record bound. On error the callback does not run. The callback
+ * gets 0 once the record is durable, or a negative errno: the log's error
+ * once unhealthy, or the last segment preparation's error (e.g. -ENOSPC)
+ * when no segment is active, ready or being prepared to place it in.
  */
 int spool_log_append(struct spool_log *log, struct spool_append *op)
 	__attribute__((warn_unused_result));
