@@ -45,6 +45,8 @@ struct ring {
 	struct ring_hook hooks[RING_HOOKS_MAX];
 	ring_fault_fn *fault_fn;
 	void *fault_ctx;
+	ring_submit_fn *submit_fn;
+	void *submit_ctx;
 	bool dispatching;
 	bool buffers_sparse;
 	uint32_t buffers_used;
@@ -237,6 +239,13 @@ ring_set_fault(struct ring *ring, ring_fault_fn *fn, void *ctx)
 }
 
 void
+ring_set_submit_hook(struct ring *ring, ring_submit_fn *fn, void *ctx)
+{
+	ring->submit_fn = fn;
+	ring->submit_ctx = ctx;
+}
+
+void
 ring_add_hook(struct ring *ring, ring_hook_fn *fn, void *ctx)
 {
 	ENG_ASSERT(fn != NULL);
@@ -338,10 +347,26 @@ ring_op_begin(struct ring *ring, struct ring_op *op, uint8_t kind)
 	return sqe;
 }
 
+/* Tests only: describe the SQE to the submit hook. */
+static void __attribute__((noinline))
+ring_submit_notify(struct ring *ring, const struct io_uring_sqe *sqe, struct ring_op *op)
+{
+	struct ring_submit_info info = {
+		.fd = sqe->fd,
+		.buf = (const void *)(uintptr_t)sqe->addr,
+		.len = sqe->len,
+		.offset = sqe->off,
+		.rw_flags = (int)sqe->rw_flags,
+	};
+	ring->submit_fn(ring->submit_ctx, op, &info);
+}
+
 static void
-ring_op_commit(struct io_uring_sqe *sqe, struct ring_op *op)
+ring_op_commit(struct ring *ring, struct io_uring_sqe *sqe, struct ring_op *op)
 {
 	io_uring_sqe_set_data(sqe, op);
+	if (ring->submit_fn != NULL)
+		ring_submit_notify(ring, sqe, op);
 }
 
 int
@@ -351,7 +376,7 @@ ring_prep_nop(struct ring *ring, struct ring_op *op)
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_nop(sqe);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -365,7 +390,7 @@ ring_prep_read(struct ring *ring, struct ring_op *op, int fd, void *buf, uint32_
 	io_uring_prep_read(sqe, fd, buf, len, offset);
 	op->len = len;
 	op->offset = offset;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -380,7 +405,7 @@ ring_prep_write(struct ring *ring, struct ring_op *op, int fd, const void *buf, 
 	sqe->rw_flags = rw_flags;
 	op->len = len;
 	op->offset = offset;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -394,7 +419,7 @@ ring_prep_read_fixed(struct ring *ring, struct ring_op *op, int fd, void *buf, u
 	io_uring_prep_read_fixed(sqe, fd, buf, len, offset, buf_index);
 	op->len = len;
 	op->offset = offset;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -410,7 +435,7 @@ ring_prep_write_fixed(struct ring *ring, struct ring_op *op, int fd, const void 
 	sqe->rw_flags = rw_flags;
 	op->len = len;
 	op->offset = offset;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -421,7 +446,7 @@ ring_prep_fsync(struct ring *ring, struct ring_op *op, int fd, bool datasync)
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -434,7 +459,7 @@ ring_prep_timeout(struct ring *ring, struct ring_op *op, uint64_t timeout_ns)
 	op->ts.tv_sec = (int64_t)(timeout_ns / 1000000000ull);
 	op->ts.tv_nsec = (int64_t)(timeout_ns % 1000000000ull);
 	io_uring_prep_timeout(sqe, (struct __kernel_timespec *)(void *)&op->ts, 0, 0);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -447,7 +472,7 @@ ring_prep_cancel(struct ring *ring, struct ring_op *op, struct ring_op *target)
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_cancel(sqe, target, 0);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -479,7 +504,7 @@ ring_prep_msg(struct ring *ring, struct ring_op *op, int target_ring_fd,
 	io_uring_prep_msg_ring(sqe, target_ring_fd, (unsigned int)value,
 			       (uint64_t)(uintptr_t)target_op, 0);
 	if (op != NULL) {
-		ring_op_commit(sqe, op);
+		ring_op_commit(ring, sqe, op);
 	} else {
 		/* Fire and forget: a success CQE is skipped, a failure CQE
 		 * carries user_data 0 and is counted by the loop. */
@@ -497,7 +522,7 @@ ring_prep_recv(struct ring *ring, struct ring_op *op, int fd, void *buf, uint32_
 		return -EBUSY;
 	io_uring_prep_recv(sqe, fd, buf, len, flags);
 	op->len = len;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -510,7 +535,7 @@ ring_prep_send(struct ring *ring, struct ring_op *op, int fd, const void *buf, u
 		return -EBUSY;
 	io_uring_prep_send(sqe, fd, buf, len, flags);
 	op->len = len;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -522,7 +547,7 @@ ring_prep_accept(struct ring *ring, struct ring_op *op, int fd, struct sockaddr 
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_accept(sqe, fd, addr, (socklen_t *)addr_len, SOCK_CLOEXEC);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -534,7 +559,7 @@ ring_prep_connect(struct ring *ring, struct ring_op *op, int fd, const struct so
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_connect(sqe, fd, addr, addr_len);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -545,7 +570,7 @@ ring_prep_close(struct ring *ring, struct ring_op *op, int fd)
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_close(sqe, fd);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -558,7 +583,7 @@ ring_prep_renameat(struct ring *ring, struct ring_op *op, int old_dir_fd, const 
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_renameat(sqe, old_dir_fd, old_path, new_dir_fd, new_path, flags);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -577,7 +602,7 @@ ring_prep_sendmsg(struct ring *ring, struct ring_op *op, int fd, const struct ms
 		return -EBUSY;
 	io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
 	op->len = (uint32_t)total;
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -600,13 +625,13 @@ ring_prep_connect_timeout(struct ring *ring, struct ring_op *connect_op,
 	ENG_ASSERT(sqe != NULL);
 	io_uring_prep_connect(sqe, fd, addr, addr_len);
 	sqe->flags |= IOSQE_IO_LINK;
-	ring_op_commit(sqe, connect_op);
+	ring_op_commit(ring, sqe, connect_op);
 	sqe = ring_op_begin(ring, timeout_op, RING_OP_LINK_TIMEOUT);
 	ENG_ASSERT(sqe != NULL);
 	timeout_op->ts.tv_sec = (int64_t)(timeout_ns / 1000000000ull);
 	timeout_op->ts.tv_nsec = (int64_t)(timeout_ns % 1000000000ull);
 	io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)(void *)&timeout_op->ts, 0);
-	ring_op_commit(sqe, timeout_op);
+	ring_op_commit(ring, sqe, timeout_op);
 	return 0;
 }
 
@@ -619,7 +644,7 @@ ring_prep_poll_add(struct ring *ring, struct ring_op *op, int fd, uint32_t poll_
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_poll_add(sqe, fd, poll_mask);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 
@@ -632,7 +657,7 @@ ring_prep_poll_remove(struct ring *ring, struct ring_op *op, struct ring_op *tar
 	if (sqe == NULL)
 		return -EBUSY;
 	io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)target);
-	ring_op_commit(sqe, op);
+	ring_op_commit(ring, sqe, op);
 	return 0;
 }
 

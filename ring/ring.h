@@ -23,6 +23,11 @@
  * EAGAIN). io_uring bypasses libc, so this is where spool faults are
  * injected in tests; the data the kernel really wrote stays written, which
  * is the worst case for the caller (bytes on disk it must not trust).
+ * ring_set_submit_hook() installs the other half: a hook that sees every
+ * caller op as it is prepared, before the kernel can see its SQE, so a
+ * test can record the pre-image of each write and simulate a crash that
+ * drops un-flushed writes (tests/spool/test_spl.c). Without hooks the
+ * fast path costs one pointer test per op.
  *
  * Errors: functions return 0 or -errno (liburing convention).
  */
@@ -45,6 +50,21 @@ typedef void ring_cb_fn(struct ring_op *op, int32_t res, uint32_t cqe_flags);
 /* Fault hook: sees every completion of a caller op, returns the result
  * the callback will see. */
 typedef int32_t ring_fault_fn(void *ctx, struct ring_op *op, int32_t res);
+
+/* What a prepared SQE asks for, as the submit hook sees it: the fd (the
+ * directory fd for renameat), the buffer, length and file offset of reads
+ * and writes, and RWF_* flags of writes. */
+struct ring_submit_info {
+	int fd;
+	const void *buf;
+	uint32_t len;
+	uint64_t offset;
+	int rw_flags;
+};
+
+/* Submit hook: runs once per caller op from ring_prep_*(), after the op
+ * is filled in and before the SQE can reach the kernel. */
+typedef void ring_submit_fn(void *ctx, struct ring_op *op, const struct ring_submit_info *info);
 
 /* Hook run at the start of every loop turn, before the submit. */
 typedef void ring_hook_fn(void *ctx);
@@ -139,6 +159,8 @@ const struct ring_stats *ring_stats_get(const struct ring *ring);
 uint32_t ring_ops_in_flight(const struct ring *ring);
 
 void ring_set_fault(struct ring *ring, ring_fault_fn *fn, void *ctx);
+/* Tests only: NULL removes the hook. */
+void ring_set_submit_hook(struct ring *ring, ring_submit_fn *fn, void *ctx);
 /* At most RING_HOOKS_MAX hooks; they run in registration order. */
 #define RING_HOOKS_MAX 8
 void ring_add_hook(struct ring *ring, ring_hook_fn *fn, void *ctx);
