@@ -512,16 +512,28 @@ spool_activate_renamed(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	ENG_ASSERT(ret == 0); /* ring_get_sqe flushes a full SQ */
 }
 
-/* A ready segment joins the log: <id>.ready -> <id>.seg, then the
- * directory sync. Commits may be written meanwhile; none is acknowledged
- * before both completed (spool_ack_in_order). */
+/* A ready segment joins the log under a fresh id: <old>.ready ->
+ * <new>.seg, then the directory sync. Commits may be written meanwhile;
+ * none is acknowledged before both completed (spool_ack_in_order).
+ *
+ * The fresh id keeps segment ids in activation order, which is log order:
+ * recovery replays segments (the journal's outcomes above all) by id, so a
+ * later DEFERRED record must sit in a higher id than an earlier one. Ids
+ * given at preparation are not in that order: a recycled file becomes
+ * ready at once under a new id while a segment prepared before it is
+ * still being zeroed, and is then used first. A crash before the rename is
+ * durable leaves <old>.ready, which start-up adopts under a fresh id and
+ * never scans; nothing in it was acknowledged. */
 static void
 spool_seg_activate(struct spool_log *log, struct spool_seg *seg)
 {
 	ENG_ASSERT(!seg->activating);
+	ENG_ASSERT(seg->commits_in_flight == 0 && seg->write_offset == 0);
 	seg->activating = true;
 	log->activations++;
-	spool_seg_names(seg, SPOOL_FILE_READY, SPOOL_FILE_SEG);
+	spool_log_file_path(".", seg->id, SPOOL_FILE_READY, seg->old_name, sizeof(seg->old_name));
+	seg->id = spool_next_segment_id(log);
+	spool_log_file_path(".", seg->id, SPOOL_FILE_SEG, seg->new_name, sizeof(seg->new_name));
 	seg->sync_op.callback = spool_activate_renamed;
 	seg->sync_op.ctx = seg;
 	seg->sync_op.tag = SPOOL_TAG_ACTIVATE;

@@ -172,14 +172,8 @@ spl_check_rcpt(const struct spl_expect *e, const struct spl_got *got, uint32_t i
 		: state == SPOOL_RCPT_DEFERRED ? (next == e->defer_acked[id][r] ||
 						  next == e->defer_sub[id][r]) && next != 0
 		: false;
-	if (!ok && state == SPOOL_RCPT_DEFERRED && next == e->defer_first[id][r] &&
-	    getenv("RINGMAIL_SPL_STRICT") == NULL) {
-		spl_deferral_regressions++; /* the known defect in spl_sim.h */
-		fprintf(stderr, "spl: KNOWN DEFECT: message %u rcpt %u deferral regressed from %llu "
-			"to %llu\n", id, r, (unsigned long long)e->defer_acked[id][r],
-			(unsigned long long)next);
-		return true;
-	}
+	if (!ok && state == SPOOL_RCPT_DEFERRED && next == e->defer_first[id][r])
+		spl_deferral_regressions++; /* an older DEFERRED record won: fails below */
 	if (!ok)
 		snprintf(why, why_size, "message %u rcpt %u: state %u next %llu, acked deferral %llu",
 			 id, r, state, (unsigned long long)next,

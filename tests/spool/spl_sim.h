@@ -252,13 +252,12 @@ bool spl_recover(const char *spool_dir, bool use_fdatasync, struct spl_got *got,
 bool spl_recover_readonly(const char *spool_dir, struct spl_got *got,
 			  struct spool_recovery_stats *st, char *why, size_t why_size);
 /*
- * Known spool defect (reported, not fixed here: spool/ is not the test's
- * to change): journal segments are replayed in id order, but a recycled
- * journal file can carry a higher id than a segment prepared before it and
- * used after it, so an earlier DEFERRED record can win over a later one:
- * the retry time regresses (never a final state: those are sticky). Such
- * a regression is counted here and fails the check only with
- * RINGMAIL_SPL_STRICT=1.
+ * Deferral regressions seen (each also fails its check): a recipient came
+ * back with an older DEFERRED time than the last acknowledged one. It
+ * happened while segments kept the id given at preparation, so a recycled
+ * journal file could carry a higher id than a segment prepared before it
+ * and used after it, and replay by id let the older record win. Segments
+ * now take a fresh id at activation (spool_log.c, spool_seg_activate).
  */
 extern uint32_t spl_deferral_regressions;
 /* The checks of reliability.md 4.2 (1-3); false with why. */
