@@ -23,6 +23,7 @@
 #include "bench_net.h"
 #include "bench_util.h"
 #include "engine/eng_common.h"
+#include "engine/eng_tls.h"
 #include "sink.h"
 
 #define SINK_BACKLOG 4096
@@ -48,6 +49,7 @@ sink_usage(void)
 		"         [--5xx PCT] [--421-over N] [--delay-ms N] [--disconnect PCT] [--seed S]\n"
 		"         [--duration S] [--threads N] [--sessions-max N] [--stats FILE]\n"
 		"         [--log-ids FILE] [--hostname NAME] [--quiet]\n"
+		"         [--tls-cert FILE --tls-key FILE [--tls-no-resume]]\n"
 		"  SIGTERM/SIGINT or --duration: write the JSON summary and exit 0;\n"
 		"  SIGUSR1: print the current totals on stderr. See docs/bench-tools.md.\n");
 	exit(64);
@@ -151,6 +153,9 @@ enum sink_option {
 	SINK_OPT_LOG_IDS,
 	SINK_OPT_HOSTNAME,
 	SINK_OPT_QUIET,
+	SINK_OPT_TLS_CERT,
+	SINK_OPT_TLS_KEY,
+	SINK_OPT_TLS_NO_RESUME,
 };
 
 static const struct option sink_options[] = {
@@ -169,6 +174,9 @@ static const struct option sink_options[] = {
 	{ "log-ids", required_argument, NULL, SINK_OPT_LOG_IDS },
 	{ "hostname", required_argument, NULL, SINK_OPT_HOSTNAME },
 	{ "quiet", no_argument, NULL, SINK_OPT_QUIET },
+	{ "tls-cert", required_argument, NULL, SINK_OPT_TLS_CERT },
+	{ "tls-key", required_argument, NULL, SINK_OPT_TLS_KEY },
+	{ "tls-no-resume", no_argument, NULL, SINK_OPT_TLS_NO_RESUME },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -218,6 +226,9 @@ sink_option(struct bench_sink_config *config, int opt, const char *arg)
 		break;
 	case SINK_OPT_HOSTNAME: config->hostname = arg; break;
 	case SINK_OPT_QUIET: config->is_quiet = true; break;
+	case SINK_OPT_TLS_CERT: config->tls_cert_path = arg; break;
+	case SINK_OPT_TLS_KEY: config->tls_key_path = arg; break;
+	case SINK_OPT_TLS_NO_RESUME: config->is_tls_no_resume = true; break;
 	default: sink_usage();
 	}
 }
@@ -247,6 +258,14 @@ sink_parse_args(int argc, char **argv, struct bench_sink_config *config)
 		fprintf(stderr, "ringmail-sink: --4xx plus --5xx is over 100%%\n");
 		exit(64);
 	}
+	if ((config->tls_cert_path == NULL) != (config->tls_key_path == NULL)) {
+		fprintf(stderr, "ringmail-sink: --tls-cert and --tls-key go together\n");
+		exit(64);
+	}
+	if (config->is_tls_no_resume && config->tls_cert_path == NULL) {
+		fprintf(stderr, "ringmail-sink: --tls-no-resume needs --tls-cert\n");
+		exit(64);
+	}
 	if (strlen(config->hostname) > 200) {
 		fprintf(stderr, "ringmail-sink: --hostname: too long\n");
 		exit(64);
@@ -258,6 +277,7 @@ sink_parse_args(int argc, char **argv, struct bench_sink_config *config)
 struct sink_sum {
 	uint64_t messages, bytes, sessions, sessions_active, rcpts, rcpt_4xx, rcpt_5xx;
 	uint64_t replies_421, disconnects, protocol_errors, sessions_refused;
+	uint64_t tls_full, tls_resumed, tls_errors;
 	uint64_t first_message_ns, last_message_ns;
 };
 
@@ -278,6 +298,9 @@ sink_sum(struct bench_sink_worker *workers, uint32_t count, struct sink_sum *sum
 		sum->disconnects += bench_counter_get(&t->disconnects);
 		sum->protocol_errors += bench_counter_get(&t->protocol_errors);
 		sum->sessions_refused += bench_counter_get(&t->sessions_refused);
+		sum->tls_full += bench_counter_get(&t->tls_handshakes_full);
+		sum->tls_resumed += bench_counter_get(&t->tls_handshakes_resumed);
+		sum->tls_errors += bench_counter_get(&t->tls_handshake_errors);
 		uint64_t first = bench_counter_get(&t->first_message_ns);
 		if (first != 0 && (sum->first_message_ns == 0 || first < sum->first_message_ns))
 			sum->first_message_ns = first;
@@ -342,13 +365,16 @@ sink_write_json(FILE *out, struct bench_sink_shared *shared, const struct sink_s
 		"\"msgs_per_s\":%.1f,\"messages\":%llu,\"bytes\":%llu,\"sessions\":%llu,"
 		"\"rcpts\":%llu,\"rcpt_4xx\":%llu,\"rcpt_5xx\":%llu,\"421s\":%llu,"
 		"\"disconnects\":%llu,\"protocol_errors\":%llu,\"sessions_refused\":%llu,"
-		"\"threads\":%u,\"cpu_s\":%.3f,",
+		"\"tls_handshakes_full\":%llu,\"tls_handshakes_resumed\":%llu,"
+		"\"tls_handshake_errors\":%llu,\"threads\":%u,\"cpu_s\":%.3f,",
 		elapsed_s, active_s, rate, (unsigned long long)sum->messages,
 		(unsigned long long)sum->bytes, (unsigned long long)sum->sessions,
 		(unsigned long long)sum->rcpts, (unsigned long long)sum->rcpt_4xx,
 		(unsigned long long)sum->rcpt_5xx, (unsigned long long)sum->replies_421,
 		(unsigned long long)sum->disconnects, (unsigned long long)sum->protocol_errors,
-		(unsigned long long)sum->sessions_refused, shared->config.thread_count,
+		(unsigned long long)sum->sessions_refused, (unsigned long long)sum->tls_full,
+		(unsigned long long)sum->tls_resumed, (unsigned long long)sum->tls_errors,
+		shared->config.thread_count,
 		(double)bench_cpu_ns() / 1e9);
 	sink_write_domains(out, shared);
 	fputs(",", out);
@@ -529,7 +555,7 @@ sink_worker_teardown(struct bench_sink_worker *worker)
 {
 	if (worker->ring != NULL)
 		ring_destroy(worker->ring);
-	free(worker->sessions);
+	bench_sink_sessions_teardown(worker);
 	for (uint32_t l = 0; l < worker->shared->config.listen_count; l++)
 		close(worker->listen_fds[l]);
 }
@@ -620,6 +646,28 @@ sink_finish(struct bench_sink_shared *shared, struct bench_sink_worker *workers)
 	return status;
 }
 
+/* --tls-cert/--tls-key: the server context all workers share. */
+static int
+sink_tls_setup(const struct bench_sink_config *config, struct eng_tls_ctx **out)
+{
+	*out = NULL;
+	if (config->tls_cert_path == NULL)
+		return 0;
+	char err[256];
+	if (eng_tls_global_init() != 0) {
+		fprintf(stderr, "ringmail-sink: wolfSSL initialisation failed\n");
+		return 1;
+	}
+	if (eng_tls_server_ctx_create(out, config->tls_cert_path, config->tls_key_path, err,
+				      sizeof(err)) != 0) {
+		fprintf(stderr, "ringmail-sink: %s\n", err);
+		return 1;
+	}
+	if (config->is_tls_no_resume)
+		eng_tls_server_ctx_disable_resumption(*out);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -647,6 +695,8 @@ main(int argc, char **argv)
 		sink_workers[w].index = w;
 		sink_workers[w].shared = &shared;
 	}
+	if (sink_tls_setup(&shared.config, &shared.tls_ctx) != 0)
+		return 1;
 	sink_open_listeners(&shared, sink_workers);
 	sink_signals();
 	shared.start_ns = bench_now_ns();
@@ -666,6 +716,7 @@ main(int argc, char **argv)
 	for (uint32_t w = 0; w < thread_count; w++)
 		sink_worker_teardown(&sink_workers[w]);
 	free(sink_workers);
+	eng_tls_ctx_put(shared.tls_ctx);
 	free(shared.domains);
 	free(shared.per_second);
 	return status;

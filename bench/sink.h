@@ -14,6 +14,12 @@
  * send, delay timer or close), so its state never changes under an op and
  * nothing needs cancelling: it reads, answers everything it read (one
  * send for all pipelined replies), and reads again.
+ *
+ * STARTTLS (--tls-cert/--tls-key): the server context is shared by all
+ * workers (a WOLFSSL_CTX is thread-safe once set up, and one ticket key
+ * lets a session resume on any worker); each session has its own struct
+ * eng_tls in the worker's tls_slots. After STARTTLS the same one op in
+ * flight carries ciphertext (engine/eng_tls.h) instead of plaintext.
  */
 #ifndef BENCH_SINK_H
 #define BENCH_SINK_H
@@ -73,6 +79,9 @@ struct bench_sink_config {
 	const char *stats_path; /* NULL: none */
 	FILE *log_ids;		/* NULL: off */
 	const char *hostname;
+	const char *tls_cert_path; /* --tls-cert; NULL: no STARTTLS */
+	const char *tls_key_path;  /* --tls-key */
+	bool is_tls_no_resume;	   /* --tls-no-resume: every handshake is full */
 };
 
 /* One slot of the domain table. state: 0 empty, 1 being filled (under the
@@ -99,6 +108,7 @@ struct bench_sink_shared {
 	_Atomic uint32_t domain_count;
 	struct bench_sink_domain *domains; /* SINK_DOMAINS_MAX */
 	_Atomic uint64_t *per_second;	   /* SINK_SECONDS_MAX */
+	struct eng_tls_ctx *tls_ctx;	   /* shared by the workers; NULL: no TLS */
 };
 
 /* Per-worker totals: written by the worker only. */
@@ -114,11 +124,16 @@ struct bench_sink_totals {
 	_Atomic uint64_t disconnects; /* --disconnect faults */
 	_Atomic uint64_t protocol_errors;
 	_Atomic uint64_t sessions_refused; /* pool exhausted */
+	_Atomic uint64_t tls_handshakes_full;
+	_Atomic uint64_t tls_handshakes_resumed;
+	_Atomic uint64_t tls_handshake_errors;
 	_Atomic uint64_t first_message_ns; /* bench_now_ns(); 0: none yet */
 	_Atomic uint64_t last_message_ns;
 };
 
 struct bench_sink_session;
+struct eng_tls;
+struct eng_tls_ctx;
 
 struct bench_sink_accept {
 	struct ring_op op;
@@ -137,6 +152,7 @@ struct bench_sink_worker {
 	uint32_t accept_count;
 	struct ring_op tick_op;
 	struct bench_sink_session *sessions; /* pool of config.sessions_max */
+	struct eng_tls *tls_slots; /* one per session when TLS is on, else NULL */
 	struct bench_sink_session *free_list;
 	uint64_t queue_id_next;
 	uint64_t session_serial_next;
@@ -151,6 +167,9 @@ void bench_sink_session_start(struct bench_sink_worker *worker, int fd);
 /* Allocate the worker's session pool (config.sessions_max sessions) and
  * chain its free list. Returns 0 or -ENOMEM. */
 int bench_sink_sessions_init(struct bench_sink_worker *worker) __attribute__((warn_unused_result));
+
+/* End the sessions' TLS objects and free the pool (at exit). */
+void bench_sink_sessions_teardown(struct bench_sink_worker *worker);
 
 /* The domain table slot of (name, size), created if new; the reserved
  * slot 0 ("(other)") when the table is full. Thread-safe. */

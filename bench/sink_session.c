@@ -22,6 +22,13 @@
  * with a ring timer.
  *
  * Peer input is validated, never asserted on: a bad line gets a 5xx reply.
+ *
+ * STARTTLS (RFC 3207), with --tls-cert and --tls-key: advertised in EHLO
+ * until TLS is up; "220" then the handshake through engine/eng_tls on the
+ * same ring, and the session goes on encrypted (the client sends EHLO
+ * again). Anything pipelined behind STARTTLS in the same read is dropped
+ * (CVE-2011-0411). Handshakes are counted full or resumed. --delay-ms does
+ * not apply to encrypted sessions.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -34,6 +41,7 @@
 #include "bench_net.h"
 #include "bench_util.h"
 #include "engine/eng_common.h"
+#include "engine/eng_tls.h"
 #include "sink.h"
 
 enum sink_mode {
@@ -58,11 +66,15 @@ struct bench_sink_session {
 	bool has_conc_domain; /* holds a unit of conc_domain's concurrency */
 	bool has_mail;
 	bool is_bdat_last;
+	bool is_starttls_pending; /* 220 to STARTTLS queued: start TLS once sent */
+	bool is_tls;		  /* ciphertext on the socket from now on */
+	bool is_tls_handshaking;
 	uint8_t mode;
 	uint8_t body;
 	uint16_t bdat_error; /* reply code for a BDAT chunk of a bad transaction */
 	uint32_t conc_domain;
 	uint64_t serial;
+	struct eng_tls *tls; /* this session's slot; NULL when TLS is off */
 	/* Transaction. */
 	uint32_t rcpt_count;	       /* accepted */
 	uint32_t rcpt_commands;	       /* seen, accepted or not */
@@ -289,12 +301,13 @@ static void
 sink_cmd_ehlo(struct bench_sink_session *session, bool is_ehlo)
 {
 	const char *host = session->worker->shared->config.hostname;
+	const char *starttls = session->tls != NULL && !session->is_tls ? "250-STARTTLS\r\n" : "";
 	char text[SINK_SEND_ROOM_MIN - 8];
 	if (is_ehlo)
 		snprintf(text, sizeof(text),
 			 "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-			 "250-CHUNKING\r\n250 ENHANCEDSTATUSCODES",
-			 host, (unsigned long long)SINK_MESSAGE_SIZE_MAX);
+			 "%s250-CHUNKING\r\n250 ENHANCEDSTATUSCODES",
+			 host, (unsigned long long)SINK_MESSAGE_SIZE_MAX, starttls);
 	else
 		snprintf(text, sizeof(text), "250 %s", host);
 	sink_transaction_reset(session);
@@ -483,6 +496,22 @@ sink_bdat_chunk_done(struct bench_sink_session *session)
 	sink_reply(session, text);
 }
 
+/* STARTTLS (RFC 3207 4): 220, then the handshake once it is sent. */
+static void
+sink_cmd_starttls(struct bench_sink_session *session, size_t len)
+{
+	ENG_ASSERT(session->tls != NULL);
+	if (session->is_tls)
+		return sink_reply(session, "503 5.5.1 Error: TLS already active");
+	if (len != 8)
+		return sink_reply(session, "501 5.5.4 Syntax: STARTTLS");
+	sink_transaction_reset(session);
+	sink_reply(session, "220 2.0.0 Ready to start TLS");
+	session->is_starttls_pending = true;
+	/* Commands pipelined behind STARTTLS are an injection: drop them. */
+	session->recv_pos = session->recv_end;
+}
+
 /* One command line (CRLF or LF removed). */
 static void
 sink_command(struct bench_sink_session *session, const uint8_t *line, size_t len)
@@ -509,6 +538,8 @@ sink_command(struct bench_sink_session *session, const uint8_t *line, size_t len
 		return sink_reply_close(session, "221 2.0.0 Bye");
 	if (bench_has_prefix_nocase(line, len, "VRFY"))
 		return sink_reply(session, "252 2.0.0 Send some mail, I'll try my best");
+	if (session->tls != NULL && bench_has_prefix_nocase(line, len, "STARTTLS"))
+		return sink_cmd_starttls(session, len);
 	bench_counter_add(&session->worker->totals.protocol_errors, 1);
 	sink_reply(session, "502 5.5.2 Error: command not recognized");
 }
@@ -581,7 +612,8 @@ static void
 sink_process(struct bench_sink_session *session)
 {
 	for (uint32_t guard = 0; guard <= SINK_RECV_SIZE; guard++) {
-		if (session->is_closing || session->recv_pos == session->recv_end)
+		if (session->is_closing || session->is_starttls_pending ||
+		    session->recv_pos == session->recv_end)
 			break;
 		if (SINK_SEND_SIZE - session->send_len < SINK_SEND_ROOM_MIN)
 			break;
@@ -612,6 +644,8 @@ sink_session_release(struct bench_sink_session *session)
 	struct bench_sink_worker *worker = session->worker;
 	ENG_ASSERT(session->is_in_use);
 	ENG_ASSERT(!session->op.in_flight);
+	if (session->tls != NULL)
+		eng_tls_end(session->tls); /* no-op when TLS never started */
 	if (session->has_conc_domain) {
 		struct bench_sink_domain *domain = sink_domain(session, session->conc_domain);
 		int64_t before = atomic_fetch_sub_explicit(&domain->concurrency, 1,
@@ -644,12 +678,159 @@ sink_session_close(struct bench_sink_session *session)
 		sink_prep_failed(session, ret);
 }
 
+/* ---- TLS (after STARTTLS) ------------------------------------------------ */
+
+/* Encrypt the queued replies as far as the TLS output has room. */
+static void
+sink_tls_encrypt(struct bench_sink_session *session)
+{
+	for (uint32_t guard = 0; guard < SINK_SEND_SIZE && session->send_done < session->send_len;
+	     guard++) {
+		size_t taken = 0;
+		enum eng_tls_result result =
+			eng_tls_write(session->tls, (const uint8_t *)session->send_buf + session->send_done,
+				      session->send_len - session->send_done, &taken);
+		if (result == ENG_TLS_WANT_IO)
+			break;
+		if (result != ENG_TLS_OK) {
+			session->send_done = session->send_len; /* nothing more can be sent */
+			session->is_closing = true;
+			break;
+		}
+		session->send_done += (uint32_t)taken;
+	}
+	ENG_ASSERT(session->send_done <= session->send_len);
+	if (session->send_done == session->send_len) {
+		session->send_len = 0;
+		session->send_done = 0;
+	}
+}
+
+/* Handshake step; counts it when it ends. */
+static void
+sink_tls_handshake(struct bench_sink_session *session)
+{
+	struct bench_sink_totals *totals = &session->worker->totals;
+	enum eng_tls_result result = eng_tls_handshake(session->tls);
+	if (result == ENG_TLS_WANT_IO)
+		return;
+	if (result != ENG_TLS_OK) {
+		bench_counter_add(&totals->tls_handshake_errors, 1);
+		session->is_closing = true; /* after sending any alert */
+		return;
+	}
+	struct eng_tls_info info;
+	eng_tls_get_info(session->tls, &info);
+	bench_counter_add(info.is_resumed ? &totals->tls_handshakes_resumed
+					  : &totals->tls_handshakes_full, 1);
+	session->is_tls_handshaking = false;
+	sink_transaction_reset(session);
+}
+
+/* Decrypt, answer and encrypt until input runs out or output is full. */
+static void
+sink_tls_pump(struct bench_sink_session *session)
+{
+	for (uint32_t guard = 0; guard < 1024u; guard++) {
+		sink_process(session);
+		sink_tls_encrypt(session);
+		if (session->is_closing || session->send_len > 0 ||
+		    session->recv_end == SINK_RECV_SIZE)
+			break;
+		size_t got = 0;
+		enum eng_tls_result result =
+			eng_tls_read(session->tls, session->recv_buf + session->recv_end,
+				     SINK_RECV_SIZE - session->recv_end, &got);
+		if (result == ENG_TLS_WANT_IO)
+			break;
+		if (result != ENG_TLS_OK) {
+			if (result == ENG_TLS_ERROR)
+				bench_counter_add(&session->worker->totals.protocol_errors, 1);
+			session->is_closing = true;
+			break;
+		}
+		session->recv_end += (uint32_t)got;
+	}
+	if (session->is_closing && session->send_len == 0)
+		eng_tls_shutdown(session->tls);
+}
+
+/* The next op of an encrypted session: send, close or recv. */
+static void
+sink_tls_continue(struct bench_sink_session *session)
+{
+	struct eng_tls *tls = session->tls;
+	if (session->is_tls_handshaking && !session->is_closing)
+		sink_tls_handshake(session);
+	if (!session->is_tls_handshaking && !session->is_closing)
+		sink_tls_pump(session);
+	int ret;
+	if (eng_tls_output_is_pending(tls)) {
+		const uint8_t *ptr = NULL;
+		size_t size = 0;
+		eng_tls_output(tls, &ptr, &size);
+		session->op.tag = RING_OP_SEND;
+		ret = ring_prep_send(session->worker->ring, &session->op, session->fd, ptr,
+				     (uint32_t)size, MSG_NOSIGNAL);
+	} else if (session->is_closing) {
+		return sink_session_close(session);
+	} else {
+		uint8_t *ptr = NULL;
+		size_t size = 0;
+		eng_tls_input_space(tls, &ptr, &size);
+		if (size == 0) { /* wolfSSL stopped reading: cannot happen */
+			bench_counter_add(&session->worker->totals.protocol_errors, 1);
+			return sink_session_close(session);
+		}
+		session->op.tag = RING_OP_RECV;
+		ret = ring_prep_recv(session->worker->ring, &session->op, session->fd, ptr,
+				     (uint32_t)size, 0);
+	}
+	if (ret < 0)
+		sink_prep_failed(session, ret);
+}
+
+/* The 220 to STARTTLS is sent: the handshake starts. */
+static void
+sink_tls_begin(struct bench_sink_session *session)
+{
+	ENG_ASSERT(session->tls != NULL && !session->is_tls);
+	ENG_ASSERT(session->send_len == 0 && session->recv_pos == session->recv_end);
+	session->is_starttls_pending = false;
+	session->is_tls = true;
+	session->is_tls_handshaking = true;
+	session->recv_pos = 0;
+	session->recv_end = 0;
+	if (eng_tls_server_start(session->tls, session->worker->shared->tls_ctx) != 0) {
+		bench_counter_add(&session->worker->totals.tls_handshake_errors, 1);
+		return sink_session_close(session);
+	}
+	sink_tls_continue(session);
+}
+
+/* A send or recv of an encrypted session completed. */
+static void
+sink_tls_callback(struct bench_sink_session *session, int32_t res)
+{
+	if (res == -EINTR || res == -EAGAIN)
+		return sink_tls_continue(session);
+	if (res <= 0)
+		return sink_session_close(session);
+	if (session->op.tag == RING_OP_SEND)
+		eng_tls_output_consume(session->tls, (size_t)res);
+	else
+		eng_tls_input_commit(session->tls, (size_t)res);
+	sink_tls_continue(session);
+}
+
 /* Decide the next op: delay, send, recv or close. */
 static void
 sink_session_continue(struct bench_sink_session *session)
 {
 	struct ring *ring = session->worker->ring;
 	int ret;
+	if (session->is_tls)
+		return sink_tls_continue(session);
 	sink_process(session);
 	if (session->send_len > session->send_done) {
 		uint64_t delay_ns = session->worker->shared->config.delay_ns;
@@ -664,6 +845,8 @@ sink_session_continue(struct bench_sink_session *session)
 		}
 	} else if (session->is_closing) {
 		return sink_session_close(session);
+	} else if (session->is_starttls_pending) {
+		return sink_tls_begin(session);
 	} else {
 		session->op.tag = RING_OP_RECV;
 		ret = ring_prep_recv(ring, &session->op, session->fd,
@@ -686,6 +869,8 @@ sink_session_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	case RING_OP_TIMEOUT:
 		break; /* -ETIME: the delay passed; send now */
 	case RING_OP_SEND:
+		if (session->is_tls)
+			return sink_tls_callback(session, res);
 		if (res == -EINTR || res == -EAGAIN)
 			break;
 		if (res <= 0)
@@ -698,6 +883,8 @@ sink_session_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 		}
 		break;
 	case RING_OP_RECV:
+		if (session->is_tls)
+			return sink_tls_callback(session, res);
 		if (res == -EINTR || res == -EAGAIN)
 			break;
 		if (res <= 0)
@@ -741,6 +928,9 @@ bench_sink_session_start(struct bench_sink_worker *worker, int fd)
 	session->is_in_use = true;
 	session->is_closing = false;
 	session->has_conc_domain = false;
+	session->is_starttls_pending = false;
+	session->is_tls = false;
+	session->is_tls_handshaking = false;
 	session->mode = SINK_MODE_COMMAND;
 	session->serial = worker->session_serial_next++;
 	session->recv_pos = 0;
@@ -769,7 +959,15 @@ bench_sink_sessions_init(struct bench_sink_worker *worker)
 	struct bench_sink_session *sessions = calloc(count, sizeof(*sessions));
 	if (sessions == NULL)
 		return -ENOMEM;
+	if (worker->shared->tls_ctx != NULL) {
+		worker->tls_slots = calloc(count, sizeof(*worker->tls_slots));
+		if (worker->tls_slots == NULL) {
+			free(sessions);
+			return -ENOMEM;
+		}
+	}
 	for (uint32_t i = count; i > 0; i--) {
+		sessions[i - 1].tls = worker->tls_slots != NULL ? &worker->tls_slots[i - 1] : NULL;
 		sessions[i - 1].worker = worker;
 		sessions[i - 1].fd = -1;
 		sessions[i - 1].next_free = worker->free_list;
@@ -777,4 +975,19 @@ bench_sink_sessions_init(struct bench_sink_worker *worker)
 	}
 	worker->sessions = sessions;
 	return 0;
+}
+
+void
+bench_sink_sessions_teardown(struct bench_sink_worker *worker)
+{
+	ENG_ASSERT(worker != NULL);
+	if (worker->tls_slots != NULL) {
+		uint32_t count = worker->shared->config.sessions_max;
+		for (uint32_t i = 0; i < count; i++)
+			eng_tls_end(&worker->tls_slots[i]);
+	}
+	free(worker->tls_slots);
+	worker->tls_slots = NULL;
+	free(worker->sessions);
+	worker->sessions = NULL;
 }

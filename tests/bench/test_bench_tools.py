@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_bench_tools.py - ringmail-sink and ringmail-blast end to end (TAP).
 
-    test_bench_tools.py BUILD_DIR {counts|faults|peers}
+    test_bench_tools.py BUILD_DIR {counts|faults|peers|tls}
 
 counts: blast -> sink exact totals, per-domain counts, bytes, sessions,
         per-second sums, --log-ids on both sides (no duplicates, same ids),
@@ -12,6 +12,12 @@ faults: --4xx/--5xx reconciled exactly with blast's own counts and
 peers:  Postfix smtp-source into ringmail-sink, ringmail-blast into
         Postfix smtp-sink, BDAT and DATA edge cases over a raw socket,
         smtplib with a Message-ID into --log-ids.
+tls:    ringmail-sink --tls-cert/--tls-key (STARTTLS) with real clients:
+        swaks --tls, openssl s_client -starttls smtp (resumption seen by
+        the sink and by the client, none with --tls-no-resume), Python
+        ssl for a 200 KiB message, commands pipelined behind STARTTLS
+        dropped (CVE-2011-0411), a broken handshake counted, no STARTTLS
+        without a certificate.
 
 Everything runs on 127.0.0.1 with kernel-chosen ports (-l 127.0.0.1:0;
 the sink prints the port) in a temporary folder; every process started is
@@ -415,6 +421,154 @@ def test_peers(build, work):
     pf.terminate()
     pf.wait(timeout=30)
 
+# ---- tls -------------------------------------------------------------------
+
+def make_certs(work):
+    source = os.environ.get("RINGMAIL_SOURCE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    certs = os.path.join(work, "certs")
+    subprocess.run(["sh", os.path.join(source, "tests", "lib", "tls_certs.sh"), certs],
+                   check=True, timeout=120)
+    return certs
+
+
+def s_client(port, certs, *args):
+    """One STARTTLS session with openssl s_client sending one message."""
+    script = (b"EHLO client.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@openssl.example>\r\n"
+              b"DATA\r\nSubject: s_client\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    p = subprocess.run(
+        ["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{port}",
+         "-CAfile", os.path.join(certs, "ca.pem"), "-servername", "mx.ringmail.test",
+         "-verify_return_error", "-verify_hostname", "mx.ringmail.test", "-ign_eof", *args],
+        input=script, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def tls_wrap(sock, certs):
+    import ssl
+    context = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+    return context.wrap_socket(sock, server_hostname="mx.ringmail.test")
+
+
+def test_tls_clients(build, work, certs):
+    cert = ["--tls-cert", os.path.join(certs, "server.pem"),
+            "--tls-key", os.path.join(certs, "server.key")]
+    sink = Sink(build, work, *cert, name="tls")
+    sock, greeting, ehlo = raw_session(sink.port)
+    ok(ehlo and any("STARTTLS" in line for line in ehlo[0]), "EHLO offers STARTTLS", ehlo)
+    # CVE-2011-0411: a command pipelined behind STARTTLS must not be run.
+    sock.sendall(b"STARTTLS\r\nNOOP injected\r\n")
+    r = smtp_read(sock, 1)
+    ok(codes(r) == [220], "STARTTLS: 220", r)
+    tls = tls_wrap(sock, certs)
+    tls.sendall(b"EHLO again\r\n")
+    r = smtp_read(tls, 1)
+    ok(codes(r) == [250] and len(r[0]) > 1 and not any("STARTTLS" in x for x in r[0]),
+       "after the handshake: the first reply is EHLO's, without STARTTLS (NOOP dropped)", r)
+    tls.sendall(b"STARTTLS\r\n")
+    ok(codes(smtp_read(tls, 1)) == [503], "STARTTLS inside TLS: 503")
+    tls.sendall(b"QUIT\r\n")
+    smtp_read(tls, 1)
+    tls.close()
+
+    swaks = shutil.which("swaks")
+    if swaks:
+        p = subprocess.run([swaks, "--server", f"127.0.0.1:{sink.port}", "--tls",
+                            "--from", "a@x", "--to", "b@swaks.example"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        out = p.stdout.decode(errors="replace")
+        ok(p.returncode == 0 and "TLS started" in out and "queued as" in out,
+           "swaks --tls: TLS started, message queued", out[-2000:])
+    else:
+        skip("swaks --tls: TLS started, message queued", "swaks not installed")
+
+    sess = os.path.join(work, "s_client.sess")
+    rc1, out1 = s_client(sink.port, certs, "-sess_out", sess)
+    rc2, out2 = s_client(sink.port, certs, "-sess_in", sess)
+    ok(rc1 == 0 and "Verify return code: 0 (ok)" in out1 and "queued as" in out1 and
+       "New, TLSv1.3" in out1 and "Session Ticket" in out1,
+       "openssl s_client -starttls smtp: verified TLS 1.3, a ticket, queued",
+       out1[-2000:])
+    ok(rc2 == 0 and "Reused, TLSv1.3" in out2 and "queued as" in out2,
+       "openssl s_client with the saved session: resumed", out2[-2000:])
+
+    # NULL, anonymous and RC4 suites are refused (wolfSSL would offer them).
+    p = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect",
+                        f"127.0.0.1:{sink.port}", "-tls1_2",
+                        "-cipher", "eNULL:aNULL:RC4:@SECLEVEL=0"],
+                       input=b"QUIT\r\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=120)
+    out = p.stdout.decode(errors="replace")
+    ok(p.returncode != 0 and "handshake failure" in out,
+       "TLS 1.2 client offering only NULL/anon/RC4 suites: refused", out[-1000:])
+
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=60) as client:
+        client.starttls(context=__import__("ssl").create_default_context(
+            cafile=os.path.join(certs, "ca.pem")))
+        body = b"Subject: big\r\n\r\n" + b"".join(
+            b"%07d abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n" % i
+            for i in range(2900))
+        client.sendmail("a@x", ["c@big.example"], body)
+    # Garbage instead of a ClientHello: counted, the sink goes on.
+    sock, greeting, ehlo = raw_session(sink.port)
+    sock.sendall(b"STARTTLS\r\n")
+    smtp_read(sock, 1)
+    sock.sendall(b"EHLO this is not a TLS record at all\r\n" * 4)
+    sock.settimeout(30)
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    sock.close()
+    rc, s = sink.stop()
+    dom = s["domains"]
+    ok(rc == 0 and dom.get("big.example", {}).get("bytes") == len(body),
+       "smtplib starttls: a 200 KiB message counted with its size",
+       dom.get("big.example"))
+    expected_full = 4 if swaks else 3  # the refused NULL-suite client is an error
+    ok(s["tls_handshakes_full"] == expected_full and s["tls_handshakes_resumed"] == 1,
+       "sink counts the full and resumed handshakes",
+       {k: v for k, v in s.items() if k.startswith("tls")})
+    ok(s["tls_handshake_errors"] == 2,
+       "garbage instead of a ClientHello and the NULL-suite client: two handshake errors",
+       s["tls_handshake_errors"])
+
+
+def test_tls(build, work):
+    if not shutil.which("openssl"):
+        skip("TLS sink", "openssl not installed")
+        return
+    certs = make_certs(work)
+    test_tls_clients(build, work, certs)
+    cert = ["--tls-cert", os.path.join(certs, "server.pem"),
+            "--tls-key", os.path.join(certs, "server.key")]
+    sink = Sink(build, work, *cert, "--tls-no-resume", name="noresume")
+    sess = os.path.join(work, "noresume.sess")
+    rc1, out1 = s_client(sink.port, certs, "-sess_out", sess)
+    # No ticket was sent, so there may be no session to offer.
+    rc2, out2 = s_client(sink.port, certs, *(["-sess_in", sess] if os.path.exists(sess) else []))
+    rc, s = sink.stop()
+    ok(rc1 == 0 and rc2 == 0 and "Reused" not in out2 and "Session Ticket" not in out1 and
+       s["tls_handshakes_full"] == 2 and s["tls_handshakes_resumed"] == 0 and
+       s["messages"] == 2, "--tls-no-resume: no ticket, every handshake is full",
+       out1[-1500:] + out2[-1000:])
+    sink = Sink(build, work, name="plain")
+    sock, greeting, ehlo = raw_session(sink.port)
+    sock.sendall(b"STARTTLS\r\n")
+    r = smtp_read(sock, 1)
+    ok(not any("STARTTLS" in line for line in ehlo[0]) and codes(r) == [502],
+       "without --tls-cert: no STARTTLS offered, STARTTLS is 502", (ehlo, r))
+    sock.close()
+    sink.stop()
+    p = subprocess.run([os.path.join(build, "bench", "ringmail-sink"), "-l", "127.0.0.1:0",
+                        "--tls-cert", os.path.join(certs, "server.pem"),
+                        "--tls-key", os.path.join(certs, "wrong.key")],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    err = p.stderr.decode(errors="replace")
+    ok(p.returncode == 1 and "does not match" in err and err.count("\n") == 1,
+       "a key that does not match the certificate: one line, exit 1", err)
+
 
 def main():
     build, mode = sys.argv[1], sys.argv[2]
@@ -424,7 +578,8 @@ def main():
             return 0
     work = tempfile.mkdtemp(prefix=f"bench-tools-{mode}-", dir=build)
     try:
-        {"counts": test_counts, "faults": test_faults, "peers": test_peers}[mode](build, work)
+        {"counts": test_counts, "faults": test_faults, "peers": test_peers,
+         "tls": test_tls}[mode](build, work)
     except Exception as exc:  # a crash of the script is a failed test, not a hang
         ok(False, f"{mode}: unexpected exception", repr(exc))
     finally:
