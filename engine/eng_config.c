@@ -47,7 +47,7 @@
 #define ENG_GIB (1024ull * ENG_MIB)
 #define ENG_TIB (1024ull * ENG_GIB)
 
-#define ENG_KEYS_MAX 24u	   /* keys of the largest section kind */
+#define ENG_KEYS_MAX 32u	   /* keys of the largest section kind */
 #define ENG_SECTION_TEXT_SIZE 300u /* "domain " + 253 + slack, for messages */
 #define ENG_KEY_NAME_SIZE 64u
 #define ENG_ECHO_MAX 80u	   /* characters of a bad value quoted back */
@@ -687,6 +687,9 @@ static const struct eng_key eng_engine_keys[] = {
 	ENG_KEY("free_space_reserve", ENG_KEY_SIZE, eng_engine, free_space_reserve, 0, ENG_TIB,
 		true),
 	ENG_KEY("spool_sync", ENG_KEY_SYNC, eng_engine, use_fdatasync, 0, 0, true),
+	ENG_KEY("tls_ca_file", ENG_KEY_PATH, eng_engine, tls_ca_file, 0, 0, true),
+	ENG_KEY("tls_session_cache_size", ENG_KEY_U32, eng_engine, tls_session_cache_size, 1,
+		1000000, true),
 };
 
 #define ENG_TIMEOUT_KEY(n, m) \
@@ -718,6 +721,8 @@ static const struct eng_key eng_destination_keys[] = {
 	ENG_TIMEOUT_KEY("data_timeout", data_timeout_ns),
 	ENG_TIMEOUT_KEY("data_block_timeout", data_block_timeout_ns),
 	ENG_TIMEOUT_KEY("data_done_timeout", data_done_timeout_ns),
+	ENG_KEY("tls_plaintext_fallback_time", ENG_KEY_DURATION, eng_destination,
+		tls_plaintext_fallback_time_ns, 0, 30 * ENG_NS_PER_D, false),
 };
 
 enum {
@@ -731,6 +736,7 @@ static const struct eng_key eng_route_keys[] = {
 	ENG_KEY("domains", ENG_KEY_DOMAINS, eng_route, domain_count, 0, 0, false),
 	ENG_LIST_KEY("hosts", ENG_KEY_HOSTS, eng_route, hosts, host_count, 0, 0, false),
 	ENG_KEY("port", ENG_KEY_PORT, eng_route, port, 1, 65535, false),
+	ENG_KEY("tls", ENG_KEY_TLS, eng_route, tls, 0, 0, false),
 };
 
 static const struct eng_key eng_listener_keys[] = {
@@ -754,6 +760,9 @@ static const struct eng_key eng_listener_keys[] = {
 	ENG_KEY("greeting_delay", ENG_KEY_DURATION, eng_listener, greeting_delay_ns, 0,
 		ENG_NS_PER_MIN, false),
 	ENG_KEY("auth_file", ENG_KEY_PATH, eng_listener, auth_file, 0, 0, true),
+	ENG_KEY("tls_certificate", ENG_KEY_PATH, eng_listener, tls_certificate, 0, 0, false),
+	ENG_KEY("tls_key", ENG_KEY_PATH, eng_listener, tls_key, 0, 0, false),
+	ENG_KEY("require_tls", ENG_KEY_BOOL, eng_listener, require_tls, 0, 0, false),
 };
 
 _Static_assert(ENG_ARRAY_COUNT(eng_engine_keys) <= ENG_KEYS_MAX, "engine keys fit");
@@ -1869,6 +1878,7 @@ eng_engine_defaults(struct eng_engine *e)
 	e->delivery_log_keep = 5;
 	e->stop_grace_ns = 5 * ENG_NS_PER_S;
 	e->delivery_connections = 64;
+	e->tls_session_cache_size = 1024;
 	e->memory_budget = ENG_GIB;
 	e->segment_size = sc.segment_size;
 	e->journal_segment_size = sc.journal_segment_size;
@@ -1898,6 +1908,7 @@ eng_destination_defaults(struct eng_destination *d)
 	d->data_timeout_ns = 2 * ENG_NS_PER_MIN;
 	d->data_block_timeout_ns = 3 * ENG_NS_PER_MIN;
 	d->data_done_timeout_ns = 10 * ENG_NS_PER_MIN;
+	d->tls_plaintext_fallback_time_ns = ENG_NS_PER_H;
 }
 
 static void
@@ -2119,6 +2130,8 @@ eng_finish_routes(struct eng_parse *ctx)
 		}
 		if ((route->set_mask & (1ull << eng_key_index(ENG_SECTION_ROUTE, "port"))) == 0)
 			route->port = 25;
+		route->tls_is_set =
+			(route->set_mask & (1ull << eng_key_index(ENG_SECTION_ROUTE, "tls"))) != 0;
 		for (uint32_t h = 0; h < route->host_count; h++) {
 			if (route->hosts[h].port == 0)
 				route->hosts[h].port = route->port;
@@ -2137,6 +2150,25 @@ eng_hostport_same(const struct eng_hostport *a, const struct eng_hostport *b)
 	       strcmp(a->host, b->host) == 0;
 }
 
+/* tls_certificate and tls_key come together; require_tls needs them. */
+static int
+eng_finish_listener_tls(struct eng_parse *ctx, uint32_t index)
+{
+	const struct eng_listener *l = &ctx->cfg->listeners[index];
+	bool has_cert = l->tls_certificate[0] != '\0', has_key = l->tls_key[0] != '\0';
+	const char *problem = NULL;
+	if (has_cert && !has_key)
+		problem = "tls_certificate is set without tls_key";
+	else if (has_key && !has_cert)
+		problem = "tls_key is set without tls_certificate";
+	else if (l->require_tls && !has_cert)
+		problem = "require_tls needs tls_certificate and tls_key";
+	if (problem == NULL)
+		return 0;
+	eng_parse_fail(ctx, l->line != 0 ? l->line : 1, "[listener %s]: %s", l->name, problem);
+	return -1;
+}
+
 static void
 eng_finish_listeners(struct eng_parse *ctx)
 {
@@ -2149,6 +2181,8 @@ eng_finish_listeners(struct eng_parse *ctx)
 		struct eng_listener *l = &cfg->listeners[i];
 		if (l->hostname[0] == '\0')
 			memcpy(l->hostname, cfg->engine.hostname, sizeof(l->hostname));
+		if (eng_finish_listener_tls(ctx, i) < 0)
+			return;
 		for (uint32_t j = 0; j < i; j++) {
 			if (!eng_hostport_same(&l->address, &cfg->listeners[j].address))
 				continue;

@@ -121,6 +121,9 @@ struct eng_destination {
 	uint64_t data_timeout_ns;	/* 4.5.3.2.4 DATA initiation (354) */
 	uint64_t data_block_timeout_ns; /* 4.5.3.2.5 each data block sent */
 	uint64_t data_done_timeout_ns;	/* 4.5.3.2.6 250 after the final dot */
+	/* opportunistic: after a TLS failure with a host, plaintext to it
+	 * (on new connections) for this long; 0 = never fall back. */
+	uint64_t tls_plaintext_fallback_time_ns;
 };
 
 /* A [domain NAME] section. */
@@ -142,6 +145,8 @@ struct eng_route {
 	uint32_t domain_count;		/* patterns in domains, "*" included */
 	uint32_t host_count;
 	struct eng_hostport *hosts;	/* host_count, in the order written */
+	enum eng_tls_mode tls;		/* with tls_is_set: overrides the domain's */
+	bool tls_is_set;
 	uint64_t set_mask;		/* private */
 };
 
@@ -170,6 +175,9 @@ struct eng_listener {
 	uint64_t session_deadline_ns;
 	uint64_t greeting_delay_ns;	/* early-talker check before the 220; 0 = none */
 	char auth_file[ENG_CONFIG_PATH_SIZE]; /* user:crypt-hash lines; "" = no AUTH */
+	char tls_certificate[ENG_CONFIG_PATH_SIZE]; /* PEM chain; "" = no STARTTLS */
+	char tls_key[ENG_CONFIG_PATH_SIZE];	    /* PEM key; set with tls_certificate */
+	bool require_tls;		/* 530 to MAIL/RCPT/DATA/BDAT/AUTH before STARTTLS */
 	uint64_t set_mask;		/* private */
 };
 
@@ -200,6 +208,8 @@ struct eng_engine {
 	uint32_t commit_slots;
 	uint64_t free_space_reserve;
 	bool use_fdatasync;		/* spool_sync = fdatasync; default dsync */
+	char tls_ca_file[ENG_CONFIG_PATH_SIZE]; /* outbound verify; "" = system store */
+	uint32_t tls_session_cache_size; /* outbound TLS sessions kept per shard */
 };
 
 struct eng_config_index;

@@ -26,6 +26,18 @@
  * - The fd is closed only once connect, recv and send have all completed
  *   (no op may name a reused descriptor number).
  *
+ * TLS (after SMTP_EV_STARTTLS): struct eng_conn_tls is allocated, the recv
+ * still lands in recv_buf and is copied into the eng_tls input (so no op
+ * ever writes into a buffer wolfSSL may move), decrypted bytes are fed
+ * from tls->plain; the session's output is encrypted into the eng_tls
+ * output as soon as there is room (smtp_client_consume then, the bytes
+ * are committed to the stream) and the one send carries ciphertext.
+ * Handshake steps and decryption run only from a recv result or right
+ * after STARTTLS, both with no send in flight, so "feeds run with no send
+ * in flight" still holds. After a TLS failure the session is closed and
+ * nothing is sent or fed again; the struct is freed only in finish, once
+ * no send reads its buffer.
+ *
  * cqe->res is mapped in one place per op (style.md section 4): -EINTR and
  * -EAGAIN retry, descriptor and address errnos that cannot happen abort,
  * everything else ends the connection with the errno in the event.
@@ -37,6 +49,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -70,6 +83,15 @@ static const char *const eng_conn_reason_names[ENG_CONN_CLOSE_REASON_COUNT] = {
 	[ENG_CONN_CLOSE_NETWORK_ERROR] = "network_error",
 	[ENG_CONN_CLOSE_REJECTED] = "rejected",
 	[ENG_CONN_CLOSE_LOCAL_ERROR] = "local_error",
+	[ENG_CONN_CLOSE_TLS_REQUIRED] = "tls_required",
+	[ENG_CONN_CLOSE_TLS_FAILED] = "tls_failed",
+};
+
+/* The TLS layer of a conn, allocated at STARTTLS (wolfSSL holds a
+ * pointer to tls: it must not move). */
+struct eng_conn_tls {
+	struct eng_tls tls;
+	uint8_t plain[ENG_CONN_RECV_SIZE]; /* decrypted bytes for smtp_client_feed */
 };
 
 static void eng_conn_pump(struct eng_conn *conn);
@@ -206,6 +228,19 @@ eng_conn_event_fill(const struct eng_conn *conn, struct eng_conn_event *event,
 	event->was_connected = conn->was_connected;
 	event->connect_ms = conn->connect_ns / ENG_CONN_NS_PER_MS;
 	event->messages_count = conn->messages_count;
+	event->is_tls = conn->tls_is_up;
+	event->tls_info = &conn->tls_info;
+	event->tls_error = conn->tls_error;
+}
+
+bool
+eng_conn_tls_info(const struct eng_conn *conn, struct eng_tls_info *info)
+{
+	ENG_ASSERT(conn != NULL && info != NULL);
+	if (!conn->tls_is_up)
+		return false;
+	*info = conn->tls_info;
+	return true;
 }
 
 /* Every op callback starts here: the ring gave the op back. */
@@ -258,7 +293,12 @@ eng_conn_reason_from_smtp(enum smtp_client_error error, enum eng_conn_close_reas
 	case SMTP_CLIENT_ERROR_MALFORMED_REPLY:
 	case SMTP_CLIENT_ERROR_UNEXPECTED_REPLY:
 	case SMTP_CLIENT_ERROR_BAD_REPLY_CODE:
+	case SMTP_CLIENT_ERROR_TLS_INJECTION: /* OUT-03: a protocol error */
 		return ENG_CONN_CLOSE_PROTOCOL_ERROR;
+	case SMTP_CLIENT_ERROR_TLS_REQUIRED:
+		return ENG_CONN_CLOSE_TLS_REQUIRED;
+	case SMTP_CLIENT_ERROR_TLS_FAILED:
+		return ENG_CONN_CLOSE_TLS_FAILED;
 	case SMTP_CLIENT_ERROR_TIMEOUT:
 		return ENG_CONN_CLOSE_TIMEOUT;
 	case SMTP_CLIENT_ERROR_CONNECTION_LOST:
@@ -287,6 +327,12 @@ eng_conn_on_smtp_error(struct eng_conn *conn, const struct smtp_event *smtp_even
 	conn->close_status = *status;
 	if (text_size > 0)
 		memcpy(conn->close_text, status->text, text_size);
+	if (smtp_event->error == SMTP_CLIENT_ERROR_TLS_FAILED && conn->tls_error[0] != '\0') {
+		/* The local 4.7.0 text, then eng_tls's reason. */
+		int n = snprintf(conn->close_text, sizeof(conn->close_text), "%.*s: %s",
+				 (int)text_size, status->text, conn->tls_error);
+		text_size = n < 0 ? 0 : ENG_MIN((size_t)n, sizeof(conn->close_text) - 1u);
+	}
 	conn->close_status.text = conn->close_text;
 	conn->close_status.text_size = text_size;
 }
@@ -357,7 +403,189 @@ eng_conn_on_smtp_event(void *ctx, const struct smtp_event *smtp_event)
 	case SMTP_EV_CLOSED:
 		eng_conn_on_smtp_closed(conn, smtp_event->error);
 		break;
+	case SMTP_EV_STARTTLS:
+		/* Started by the pump, once smtp_client has returned. */
+		ENG_ASSERT(conn->config.tls_policy != SMTP_CLIENT_TLS_NONE);
+		conn->tls_start_is_pending = true;
+		break;
 	}
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* The TLS layer failed (or the peer ended it): no byte is sent or fed on
+ * this connection again. A close_notify while idle is a plain remote
+ * close; anywhere else (mid-transaction, handshake) a TLS failure. */
+static void
+eng_conn_tls_fail(struct eng_conn *conn, enum eng_tls_result result)
+{
+	ENG_ASSERT(conn->tls != NULL && !conn->smtp_is_closed);
+	ENG_ASSERT(result == ENG_TLS_ERROR || result == ENG_TLS_CLOSED);
+	if (result == ENG_TLS_CLOSED && smtp_client_is_idle(&conn->client)) {
+		eng_conn_lost(conn, ENG_CONN_CLOSE_REMOTE_CLOSE, 0);
+		return;
+	}
+	if (conn->tls_error[0] == '\0') {
+		const char *text = eng_tls_error_text(&conn->tls->tls);
+		if (result == ENG_TLS_CLOSED || text[0] == '\0')
+			text = "TLS: the server sent close_notify";
+		snprintf(conn->tls_error, sizeof(conn->tls_error), "%s", text);
+	}
+	smtp_client_tls_failed(&conn->client, eng_conn_now_ms());
+	ENG_ASSERT(conn->smtp_is_closed);
+}
+
+/* Decrypt what the input holds and feed it. Stops when wolfSSL needs
+ * more ciphertext; bounded: every pass takes at least one byte. */
+static void
+eng_conn_tls_read(struct eng_conn *conn)
+{
+	ENG_ASSERT(conn->tls_is_up && !conn->send_op.in_flight);
+	for (uint32_t pass = 0; pass <= ENG_TLS_CIPHER_IN_SIZE; pass++) {
+		size_t got = 0;
+		if (conn->smtp_is_closed)
+			return;
+		struct eng_conn_tls *tls = conn->tls;
+		enum eng_tls_result result =
+			eng_tls_read(&tls->tls, tls->plain, sizeof(tls->plain), &got);
+		if (result == ENG_TLS_WANT_IO)
+			return;
+		if (result != ENG_TLS_OK) {
+			eng_conn_tls_fail(conn, result);
+			return;
+		}
+		ENG_ASSERT(got > 0 && got <= sizeof(conn->tls->plain));
+		smtp_client_feed(&conn->client, tls->plain, got, eng_conn_now_ms());
+	}
+}
+
+/* One handshake step; when it completes, the session says EHLO again. */
+static void
+eng_conn_tls_handshake(struct eng_conn *conn)
+{
+	ENG_ASSERT(conn->tls != NULL && !conn->tls_is_up);
+	ENG_ASSERT(!conn->smtp_is_closed && !conn->send_op.in_flight);
+	enum eng_tls_result result = eng_tls_handshake(&conn->tls->tls);
+	if (result == ENG_TLS_WANT_IO)
+		return;
+	if (result != ENG_TLS_OK) {
+		eng_conn_tls_fail(conn, result == ENG_TLS_CLOSED ? ENG_TLS_ERROR : result);
+		return;
+	}
+	conn->tls_is_up = true;
+	eng_tls_get_info(&conn->tls->tls, &conn->tls_info);
+	smtp_client_tls_started(&conn->client, eng_conn_now_ms());
+	eng_conn_tls_read(conn); /* records that came with the last flight */
+}
+
+static uint16_t
+eng_conn_peer_port(const struct eng_conn *conn)
+{
+	if (conn->peer_addr.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&conn->peer_addr)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&conn->peer_addr)->sin6_port);
+}
+
+/* SMTP_EV_STARTTLS came: set up the client side and send ClientHello. */
+static void
+eng_conn_tls_start(struct eng_conn *conn)
+{
+	char key[ENG_TLS_SESSION_KEY_SIZE];
+	ENG_ASSERT(conn->tls == NULL && conn->config.tls_ctx != NULL);
+	ENG_ASSERT(smtp_client_state(&conn->client) == SMTP_CLIENT_STATE_TLS);
+	conn->tls_start_is_pending = false;
+	conn->tls = calloc(1, sizeof(*conn->tls));
+	if (conn->tls == NULL) {
+		snprintf(conn->tls_error, sizeof(conn->tls_error), "TLS: out of memory");
+		smtp_client_tls_failed(&conn->client, eng_conn_now_ms());
+		return;
+	}
+	int n = snprintf(key, sizeof(key), "%s:%u", conn->tls_name,
+			 (unsigned)eng_conn_peer_port(conn));
+	ENG_ASSERT(n > 0 && (size_t)n < sizeof(key));
+	int ret = eng_tls_client_start(&conn->tls->tls, conn->config.tls_ctx, conn->tls_name,
+				       conn->config.tls_name_len,
+				       conn->config.tls_verify ? ENG_TLS_VERIFY_PEER
+							       : ENG_TLS_VERIFY_NONE,
+				       conn->config.tls_cache, key, (size_t)n);
+	if (ret < 0) {
+		eng_conn_tls_fail(conn, ENG_TLS_ERROR);
+		return;
+	}
+	eng_conn_tls_handshake(conn);
+}
+
+/* n bytes of ciphertext arrived in recv_buf. */
+static void
+eng_conn_tls_input(struct eng_conn *conn, size_t n)
+{
+	uint8_t *space = NULL;
+	size_t space_size = 0;
+	ENG_ASSERT(conn->tls != NULL && n > 0 && n <= ENG_CONN_RECV_SIZE);
+	eng_tls_input_space(&conn->tls->tls, &space, &space_size);
+	if (space_size < n) {
+		/* Cannot happen: every input is drained to WANT_IO first. */
+		snprintf(conn->tls_error, sizeof(conn->tls_error), "TLS: input buffer full");
+		eng_conn_tls_fail(conn, ENG_TLS_ERROR);
+		return;
+	}
+	memcpy(space, conn->recv_buf, n);
+	eng_tls_input_commit(&conn->tls->tls, n);
+	if (conn->tls_is_up)
+		eng_conn_tls_read(conn);
+	else
+		eng_conn_tls_handshake(conn);
+}
+
+/* Move the session's output into TLS records while there is room; the
+ * plaintext is then part of the stream: consume it. */
+static void
+eng_conn_tls_encrypt(struct eng_conn *conn)
+{
+	struct iovec iov[1];
+	for (uint32_t pass = 0; pass < ENG_TLS_CIPHER_OUT_SIZE; pass++) {
+		size_t taken = 0;
+		if (conn->smtp_is_closed || smtp_client_output(&conn->client, iov, 1) == 0)
+			return;
+		enum eng_tls_result result =
+			eng_tls_write(&conn->tls->tls, iov[0].iov_base, iov[0].iov_len, &taken);
+		if (result == ENG_TLS_WANT_IO)
+			return; /* the output drains first */
+		if (result != ENG_TLS_OK) {
+			eng_conn_tls_fail(conn, result);
+			return;
+		}
+		ENG_ASSERT(taken > 0 && taken <= iov[0].iov_len);
+		smtp_client_consume(&conn->client, taken, eng_conn_now_ms());
+	}
+}
+
+/* Queue the ciphertext when no send is in flight. */
+static void
+eng_conn_tls_send_arm(struct eng_conn *conn)
+{
+	const uint8_t *ptr = NULL;
+	size_t size = 0;
+	ENG_ASSERT(conn->tls != NULL);
+	if (conn->tls_is_up)
+		eng_conn_tls_encrypt(conn);
+	if (conn->smtp_is_closed || conn->send_op.in_flight || conn->send_error != 0)
+		return;
+	eng_tls_output(&conn->tls->tls, &ptr, &size);
+	if (size == 0)
+		return;
+	conn->send_iov[0].iov_base = (void *)(uintptr_t)ptr;
+	conn->send_iov[0].iov_len = ENG_MIN(size, (size_t)ENG_CONN_SEND_SIZE_MAX);
+	memset(&conn->send_msg, 0, sizeof(conn->send_msg));
+	conn->send_msg.msg_iov = conn->send_iov;
+	conn->send_msg.msg_iovlen = 1;
+	int ret = ring_prep_sendmsg(conn->ring, &conn->send_op, conn->fd, &conn->send_msg,
+				    MSG_NOSIGNAL | MSG_WAITALL);
+	if (ret < 0) {
+		eng_conn_lost(conn, ENG_CONN_CLOSE_LOCAL_ERROR, -ret);
+		return;
+	}
+	conn->ops_in_flight++;
 }
 
 /* ---- receive ---------------------------------------------------------- */
@@ -373,7 +601,19 @@ eng_conn_recv_result(struct eng_conn *conn, int32_t res)
 	if (res > 0) {
 		ENG_ASSERT((uint32_t)res <= ENG_CONN_RECV_SIZE);
 		conn->stats.received_size += (uint64_t)res;
-		smtp_client_feed(&conn->client, conn->recv_buf, (size_t)res, eng_conn_now_ms());
+		if (conn->tls != NULL)
+			eng_conn_tls_input(conn, (size_t)res);
+		else
+			smtp_client_feed(&conn->client, conn->recv_buf, (size_t)res,
+					 eng_conn_now_ms());
+		return;
+	}
+	if (res <= 0 && res != -EINTR && res != -EAGAIN && conn->tls != NULL && !conn->tls_is_up) {
+		/* The server ended the connection during the handshake: a TLS
+		 * failure (opportunistic falls back to plaintext next time). */
+		snprintf(conn->tls_error, sizeof(conn->tls_error),
+			 "TLS handshake failed: connection closed by the server");
+		eng_conn_tls_fail(conn, ENG_TLS_ERROR);
 		return;
 	}
 	switch (res) {
@@ -462,6 +702,10 @@ static void
 eng_conn_send_arm(struct eng_conn *conn)
 {
 	ENG_ASSERT(conn->state == ENG_CONN_STATE_SESSION);
+	if (conn->tls != NULL) {
+		eng_conn_tls_send_arm(conn);
+		return;
+	}
 	if (conn->smtp_is_closed || conn->send_op.in_flight || conn->send_error != 0)
 		return;
 	uint32_t count = smtp_client_output(&conn->client, conn->send_iov, ENG_CONN_IOV_MAX);
@@ -495,7 +739,10 @@ eng_conn_send_result(struct eng_conn *conn, int32_t res, uint32_t len)
 		ENG_ASSERT((uint32_t)res <= len);
 		conn->stats.sent_size += (uint64_t)res;
 		conn->stats.short_sends_count += (uint32_t)res < len;
-		smtp_client_consume(&conn->client, (size_t)res, eng_conn_now_ms());
+		if (conn->tls != NULL) /* the session's bytes were consumed at encryption */
+			eng_tls_output_consume(&conn->tls->tls, (size_t)res);
+		else
+			smtp_client_consume(&conn->client, (size_t)res, eng_conn_now_ms());
 	}
 	if (conn->recv_is_held) {
 		conn->recv_is_held = false;
@@ -621,6 +868,7 @@ eng_conn_session_start(struct eng_conn *conn)
 	client_config.helo_name_len = conn->config.helo_name_len;
 	client_config.timeouts = conn->config.timeouts;
 	client_config.pipelining_is_disabled = conn->config.pipelining_is_disabled;
+	client_config.tls_policy = conn->config.tls_policy;
 	conn->state = ENG_CONN_STATE_SESSION;
 	conn->was_connected = true;
 	conn->connect_ns = eng_now_monotonic_ns() - conn->open_ns;
@@ -753,8 +1001,20 @@ eng_conn_finish(struct eng_conn *conn)
 	ENG_ASSERT(conn->ops_in_flight == 0 && conn->fd < 0);
 	ENG_ASSERT(conn->close_reason != ENG_CONN_CLOSE_NONE);
 	ENG_ASSERT(!conn->recv_is_held);
+	if (conn->tls != NULL) {
+		/* No op reads the TLS buffers any more; a clean session is
+		 * kept for resumption. */
+		eng_tls_end(&conn->tls->tls);
+		free(conn->tls);
+		conn->tls = NULL;
+	}
 	eng_conn_event_fill(conn, &event, ENG_CONN_EV_CLOSED);
 	/* Copies, so a reopen inside the callback cannot change them. */
+	struct eng_tls_info tls_info = conn->tls_info;
+	char tls_error[ENG_TLS_ERROR_SIZE];
+	memcpy(tls_error, conn->tls_error, sizeof(tls_error));
+	event.tls_info = &tls_info;
+	event.tls_error = tls_error;
 	memcpy(peer, conn->peer, sizeof(peer));
 	memcpy(text, conn->close_text, sizeof(text));
 	event.peer = peer;
@@ -827,6 +1087,8 @@ eng_conn_pump_once(struct eng_conn *conn)
 			return true;
 		}
 	}
+	if (conn->tls_start_is_pending && !conn->smtp_is_closed)
+		eng_conn_tls_start(conn);
 	eng_conn_send_arm(conn);
 	eng_conn_recv_arm(conn);
 	eng_conn_timer_arm(conn);
@@ -923,6 +1185,26 @@ eng_conn_ops_init(struct eng_conn *conn)
 	}
 }
 
+/* The TLS peer name: the configured one, or the address literal. */
+static void
+eng_conn_copy_tls_name(struct eng_conn *conn, const struct eng_conn_config *config)
+{
+	ENG_ASSERT(config->tls_name_len < sizeof(conn->tls_name));
+	ENG_ASSERT(config->tls_name != NULL || config->tls_name_len == 0);
+	memset(conn->tls_name, 0, sizeof(conn->tls_name));
+	if (config->tls_name_len > 0) {
+		memcpy(conn->tls_name, config->tls_name, config->tls_name_len);
+	} else if (conn->peer_addr.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&conn->peer_addr;
+		(void)inet_ntop(AF_INET, &in->sin_addr, conn->tls_name, sizeof(conn->tls_name));
+	} else {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&conn->peer_addr;
+		(void)inet_ntop(AF_INET6, &in6->sin6_addr, conn->tls_name, sizeof(conn->tls_name));
+	}
+	conn->config.tls_name = conn->tls_name;
+	conn->config.tls_name_len = strlen(conn->tls_name);
+}
+
 /* Copy the caller's config and address into conn (both are borrowed). */
 static void
 eng_conn_copy_setup(struct eng_conn *conn, const struct sockaddr *addr, uint32_t addr_len,
@@ -940,6 +1222,7 @@ eng_conn_copy_setup(struct eng_conn *conn, const struct sockaddr *addr, uint32_t
 	memcpy(&conn->peer_addr, addr, addr_len);
 	conn->peer_addr_len = addr_len;
 	eng_conn_format_peer(conn);
+	eng_conn_copy_tls_name(conn, config);
 }
 
 int
@@ -956,6 +1239,9 @@ eng_conn_open(struct eng_conn *conn, struct ring *ring, const struct sockaddr *a
 	ENG_ASSERT(config->connect_timeout_ms > 0);
 	ENG_ASSERT(smtp_client_helo_name_is_valid(config->helo_name, config->helo_name_len));
 	ENG_ASSERT(config->source_addr != NULL || config->source_addr_len == 0);
+	ENG_ASSERT(config->tls_policy == SMTP_CLIENT_TLS_NONE || config->tls_ctx != NULL);
+	ENG_ASSERT(!config->tls_verify || config->tls_policy == SMTP_CLIENT_TLS_REQUIRED);
+	ENG_ASSERT(conn->tls == NULL);
 	/* The session and the receive buffer are set up when used. */
 	memset(conn, 0, offsetof(struct eng_conn, client));
 	conn->fd = -1;

@@ -36,13 +36,26 @@
  *   smtp_client; a message still pending when the conn closes fails with a
  *   4xx status before CLOSED.
  *
+ * STARTTLS (config.tls_policy, RFC 3207, docs/tls.md "Outbound"): when
+ * smtp_client asks for the handshake (SMTP_EV_STARTTLS), the conn puts an
+ * eng_tls between the ring and the session: received ciphertext goes into
+ * eng_tls_input_space, decrypted bytes to smtp_client_feed; the session's
+ * output goes through eng_tls_write and the ciphertext (eng_tls_output) is
+ * what the one send in flight carries. From then on every byte in either
+ * direction passes through TLS: a TLS error, an alert or a close_notify
+ * (OUT-05) ends the conn (reason TLS_FAILED), never a plaintext fallback
+ * on the same connection. The negotiated parameters: eng_conn_tls_info().
+ *
  * Ownership:
- * - struct eng_conn is caller memory (about 19 KiB: the session, a 4 KiB
- *   receive buffer); nothing is allocated. A zeroed struct is FREE.
+ * - struct eng_conn is caller memory (about 20 KiB: the session, a 4 KiB
+ *   receive buffer). The TLS state (about 60 KiB) is allocated at
+ *   STARTTLS and freed before CLOSED. A zeroed struct is FREE.
  * - The struct smtp_message passed to eng_conn_send_message(), its
  *   addresses and its body are borrowed until the conn's next READY or
  *   CLOSED event (by then no send reading the body is in flight).
- * - config is copied by eng_conn_open(); addr is copied.
+ * - config is copied by eng_conn_open(); addr and the TLS name are copied;
+ *   the TLS context and session cache are borrowed (the shard's: they
+ *   outlive every conn).
  *
  * Errors: eng_conn_open() returns 0 or -errno (socket, setsockopt, bind,
  * a full SQ). Everything after that is reported through events.
@@ -56,6 +69,7 @@
 #include <sys/uio.h>
 
 #include "engine/eng_common.h"
+#include "engine/eng_tls.h"
 #include "ring/ring.h"
 #include "smtp/smtp_client.h"
 
@@ -72,6 +86,8 @@ struct eng_destination;
 #define ENG_CONN_PEER_SIZE 56u
 /* Text of the reply behind a session error, kept for the CLOSED event. */
 #define ENG_CONN_STATUS_TEXT_SIZE 256u
+/* A host name (255) and its NUL. */
+#define ENG_CONN_TLS_NAME_SIZE 256u
 /* Ops that teardown may have to cancel: connect, recv, send, timer. */
 #define ENG_CONN_CANCEL_COUNT 4u
 
@@ -110,6 +126,8 @@ enum eng_conn_close_reason {
 	ENG_CONN_CLOSE_NETWORK_ERROR,	/* recv/send error: see sys_error */
 	ENG_CONN_CLOSE_REJECTED,	/* greeting, EHLO/HELO or RSET refused */
 	ENG_CONN_CLOSE_LOCAL_ERROR,	/* the ring refused an op (full SQ) */
+	ENG_CONN_CLOSE_TLS_REQUIRED,	/* policy required TLS: STARTTLS absent or refused */
+	ENG_CONN_CLOSE_TLS_FAILED,	/* handshake, verification, alert or close_notify */
 	ENG_CONN_CLOSE_REASON_COUNT
 };
 
@@ -123,6 +141,15 @@ struct eng_conn_config {
 	 * so many conns per egress IP share ephemeral ports. NULL: none. */
 	const struct sockaddr *source_addr;
 	uint32_t source_addr_len;
+	/* STARTTLS. tls_ctx is required unless the policy is NONE. */
+	enum smtp_client_tls_policy tls_policy;
+	bool tls_verify; /* chain and name must verify (needs REQUIRED) */
+	/* The peer's name for SNI, the name check and the session cache key:
+	 * the MX host name, or the address literal. Empty: the peer address. */
+	const char *tls_name;
+	size_t tls_name_len; /* < ENG_CONN_TLS_NAME_SIZE */
+	struct eng_tls_ctx *tls_ctx;
+	struct eng_tls_session_cache *tls_cache; /* NULL: no resumption */
 };
 
 struct eng_conn_event {
@@ -143,6 +170,11 @@ struct eng_conn_event {
 	uint64_t transaction_ms;
 	uint32_t messages_count; /* messages started on this connection */
 	const char *peer;	 /* "127.0.0.1:25", "[::1]:25": NUL-terminated */
+	/* Every event: the session runs over TLS (info valid), or not. */
+	bool is_tls;
+	const struct eng_tls_info *tls_info;
+	/* CLOSED with reason TLS_FAILED: why, from eng_tls ("" otherwise). */
+	const char *tls_error;
 };
 
 /* Counters of one connection (reset by open, kept after CLOSED until the
@@ -160,6 +192,7 @@ struct eng_conn_stats {
 };
 
 struct eng_conn;
+struct eng_conn_tls;
 typedef void eng_conn_event_fn(void *ctx, struct eng_conn *conn,
 			       const struct eng_conn_event *event);
 
@@ -197,6 +230,13 @@ struct eng_conn {
 	const struct smtp_message *message;
 	struct eng_conn_stats stats;
 	struct eng_conn_config config;
+	/* TLS (NULL: plaintext). Set up at STARTTLS, freed by finish. */
+	struct eng_conn_tls *tls;
+	bool tls_start_is_pending; /* SMTP_EV_STARTTLS came: the pump starts it */
+	bool tls_is_up;		   /* handshake done: tls_info valid */
+	struct eng_tls_info tls_info;
+	char tls_error[ENG_TLS_ERROR_SIZE];
+	char tls_name[ENG_CONN_TLS_NAME_SIZE];
 	char helo_name[SMTP_HELO_NAME_SIZE_MAX];
 	struct sockaddr_storage peer_addr;
 	uint32_t peer_addr_len;
@@ -269,6 +309,10 @@ const struct eng_conn_stats *eng_conn_stats(const struct eng_conn *conn);
 /* Capabilities of the server's last EHLO (none before it, or after HELO).
  * Only in a session (asserted). */
 const struct smtp_ehlo_caps *eng_conn_caps(const struct eng_conn *conn);
+
+/* The session runs over TLS: fills info and returns true (also after
+ * CLOSED, until the next open); false for plaintext. */
+bool eng_conn_tls_info(const struct eng_conn *conn, struct eng_tls_info *info);
 
 const char *eng_conn_close_reason_name(enum eng_conn_close_reason reason);
 const char *eng_conn_event_type_name(enum eng_conn_event_type type);

@@ -4,11 +4,21 @@
  * Clocks: destinations and connection waits use the monotonic clock (as
  * eng_dest and eng_conn do); retry times are wall-clock ns, because they
  * go to the journal and survive a restart (spool_outcome.time_ns).
+ *
+ * Bodies (docs/engine.md "Bodies and the retry heap"): a job's body_state
+ * says where the bytes it sends come from. Invariants: a job queued on an
+ * eng_dest (or in a transaction) is SHARED or LOADED; a LOADING job
+ * belongs to the writer shard until its LOADED mail (its owner touches it
+ * only then); loads_held counts this shard's jobs with a load, loads_out
+ * those whose read is not back; body_bytes is charged exactly for the
+ * bodies alive (injected ones by their writer, loads by their owner).
  */
 #include "eng_deliver.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +30,7 @@
 #include "eng_dest.h"
 #include "eng_dns.h"
 #include "eng_dsn.h"
+#include "eng_heap.h"
 #include "eng_log.h"
 #include "eng_logfile.h"
 #include "eng_node.h"
@@ -48,12 +59,24 @@
 #define ENG_DELIVER_DNS_PORT 53u
 /* Mails popped per loop turn (the rest wait for the next turn). */
 #define ENG_DELIVER_MAIL_TURN_MAX 4096u
+/* Bodies read back (or being read) ahead of the connections, per shard,
+ * at most: the budget is the real bound; this one caps the count when
+ * bodies are tiny. Every destination gets its share of queued jobs, so a
+ * connection carries several messages (1000 domains need more than a
+ * window of a few hundred). */
+#define ENG_DELIVER_PREFETCH_MAX 65536u
+/* Reads in flight per shard (the SQ has room for the rest of the loop). */
+#define ENG_DELIVER_READS_MAX 128u
+/* Hosts remembered as TLS-broken (opportunistic fallback), per shard. */
+#define ENG_DELIVER_TLS_BROKEN_MAX 64u
 
 /* Mail kinds between shards (struct ring_mail.kind; ptr is the item). */
 enum eng_deliver_mail_kind {
 	ENG_DELIVER_MAIL_JOB = 1, /* writer -> owner: a job to deliver */
 	ENG_DELIVER_MAIL_OUTCOME, /* owner -> writer: journal this outcome */
 	ENG_DELIVER_MAIL_RELEASE, /* writer -> owner: outcome op done, back to its pool */
+	ENG_DELIVER_MAIL_READ,	  /* owner -> writer: read this job's body from your spool */
+	ENG_DELIVER_MAIL_LOADED,  /* writer -> owner: the read is done (job->load->result) */
 };
 
 _Static_assert(ENG_CONFIG_DNS_SERVERS_MAX <= ENG_DNS_SERVERS_MAX,
@@ -72,17 +95,24 @@ struct eng_deliver_addr {
 	uint32_t len;
 };
 
-/* One message, copied from recovery: immutable, shared by its jobs and its
- * outcome ops (refs). */
+/* One message: envelope copied from recovery or injection, immutable,
+ * shared by its jobs and its outcome ops (refs). The body is in memory only
+ * for an injected message (body != NULL), held by the jobs that may still
+ * send it (body_refs) and charged to the writer's body_bytes; a recovered
+ * message keeps only its location, and each job reads the record back
+ * when it is about to be sent (struct eng_deliver_load). */
 struct eng_deliver_msg {
 	_Atomic uint32_t refs; /* jobs and outcome ops of any shard */
+	_Atomic uint32_t body_refs; /* jobs holding body; 0: body freed (NULL or gone) */
+	_Atomic uint64_t *body_account; /* the writer's body_bytes, charged body_size */
+	uint32_t record_size; /* of the MESSAGE record: read buffers are sized by it */
 	struct spool_location location; /* .shard: the writer, whose journal it is */
 	uint64_t created_ns;
 	uint32_t rcpt_count;
 	struct eng_deliver_addr sender;
 	struct eng_deliver_addr *rcpts; /* rcpt_count; NULL ptr: not ours */
-	uint8_t *body;
-	uint32_t body_size;
+	uint8_t *body;	    /* injected: in memory until body_refs drops to 0 */
+	uint32_t body_size; /* always known (from the record) */
 	bool needs_8bit;
 	bool needs_smtputf8;
 	char queue_id[SPOOL_QUEUE_ID_SIZE];
@@ -123,12 +153,24 @@ struct eng_deliver_dest {
 };
 
 struct eng_deliver_slot;
+struct eng_deliver_load;
+
+/* Where the body a job sends comes from. */
+enum eng_deliver_body {
+	ENG_DELIVER_BODY_NONE = 0, /* to be read back before the job is routed */
+	ENG_DELIVER_BODY_SHARED,   /* msg->body, one of its body_refs */
+	ENG_DELIVER_BODY_LOADING,  /* load in flight (on the writer shard) */
+	ENG_DELIVER_BODY_LOADED,   /* load->read.message.body, verified */
+};
 
 /* A message's recipients of one domain, sent as one transaction. */
 struct eng_deliver_job {
 	struct eng_job job;
-	struct eng_deliver_job *retry_next;
+	struct eng_deliver_job *retry_next; /* new list, outboxes, DNS wait, loaded */
 	struct eng_deliver_msg *msg;
+	enum eng_deliver_body body_state;
+	struct eng_deliver_load *load; /* LOADING, LOADED */
+	uint32_t mail_kind;		/* in an outbox's reads FIFO: READ or LOADED */
 	struct eng_deliver_dest *dest; /* the owner shard's; NULL until adopted */
 	struct eng_deliver_slot *slot;
 	uint64_t next_attempt_ns; /* wall clock */
@@ -157,6 +199,25 @@ struct eng_deliver_slot {
 	bool is_mx;		/* connected to mx_addr_index of its dest */
 	uint32_t mx_addr_index;
 	char mx_host[ENG_DOMAIN_SIZE];
+	enum smtp_client_tls_policy tls_policy; /* of the open connection */
+	char tls_peer[ENG_DOMAIN_SIZE + 8];	/* "mx_host:port": TLS-broken key */
+};
+
+/*
+ * A body read back for one job: allocated by the job's owner shard, the
+ * read itself runs on the writer shard (only a spool's shard touches its
+ * files), which mails the job back. The buffer is charged to the owner's
+ * body_bytes until the body is dropped.
+ */
+struct eng_deliver_load {
+	struct spool_read read; /* buf: 4096-aligned, rcpts: msg->rcpt_count */
+	struct eng_deliver_job *job;
+	struct eng_deliver *owner;
+	struct eng_deliver *reader; /* the writer shard, once it has the job */
+	int32_t result; /* of the read: 0, -EBADMSG, -EIO, ... */
+	uint32_t charge; /* bytes charged to owner->body_bytes */
+	uint8_t *body_copy; /* LOADED: the body alone (read buffers freed); NULL:
+			     * out of memory for it, the body stays in read.buf */
 };
 
 struct eng_deliver_outcome {
@@ -168,6 +229,7 @@ struct eng_deliver_outcome {
 	struct eng_deliver_outcome *free_next;
 	struct eng_deliver_outcome *outbox_next;
 	uint32_t mail_kind; /* in an outbox: OUTCOME or RELEASE */
+	bool has_body;	    /* holds one of msg->body_refs (for its DSN) */
 	enum eng_log_event event;
 	uint32_t attempt;
 	uint16_t code;
@@ -178,6 +240,18 @@ struct eng_deliver_outcome {
 	char text[ENG_CONN_STATUS_TEXT_SIZE];
 	char mx_host[ENG_DOMAIN_SIZE];
 	char mx_ip[ENG_CONN_PEER_SIZE];
+	/* The connection's TLS, for the log (has_tls false: "tls":null). */
+	bool has_tls;
+	bool tls_used;
+	bool tls_verified;
+	char tls_version[ENG_TLS_VERSION_SIZE];
+	char tls_cipher[ENG_TLS_CIPHER_SIZE];
+};
+
+/* A host whose STARTTLS failed under opportunistic: plaintext until then. */
+struct eng_deliver_tls_broken {
+	uint64_t until_ns; /* monotonic; 0: free */
+	char host[ENG_DOMAIN_SIZE + 8]; /* "mx_host:port" */
 };
 
 /* Mail waiting for room in one target shard's queue (FIFOs, intrusive:
@@ -187,6 +261,8 @@ struct eng_deliver_outbox {
 	struct eng_deliver_outcome *ops_tail;
 	struct eng_deliver_job *jobs_head;
 	struct eng_deliver_job *jobs_tail;
+	struct eng_deliver_job *reads_head; /* READ / LOADED: flushed while stopping too */
+	struct eng_deliver_job *reads_tail;
 };
 
 struct eng_deliver {
@@ -226,19 +302,75 @@ struct eng_deliver {
 	struct eng_deliver_outcome *free_outcomes;
 	uint32_t outcomes_free;
 	uint32_t outcomes_reserved;
-	struct eng_deliver_job *retry_head;
-	uint64_t retry_earliest_ns; /* wall clock; UINT64_MAX: none */
+	struct eng_heap retry; /* jobs by next_attempt_ns (wall clock) */
+	/* Bodies: bytes held by this shard (injected bodies it wrote, bodies
+	 * read back for its jobs), against memory_budget / shards. */
+	_Atomic uint64_t body_bytes;
+	uint64_t body_budget;
+	uint32_t prefetch_max;	/* loads held at most (LOADING + LOADED jobs) */
+	uint32_t loads_held;	/* jobs of this shard with a load */
+	uint32_t loads_out;	/* of which the read is not back yet */
+	struct eng_deliver_job *loaded_head; /* read back: routed next turn */
+	struct eng_deliver_job *loaded_tail;
 	struct eng_deliver_msg *recover_msg;
 	uint32_t recover_job_count;
 	struct eng_deliver_job *recover_jobs[ENG_DELIVER_RECOVER_JOBS];
 	struct ring_op timer_op;
 	struct eng_deliver_stats stats;
+	/* Outbound TLS: the shard's client context and session cache. */
+	struct eng_tls_ctx *tls_ctx;
+	struct eng_tls_session_cache *tls_cache;
+	struct eng_deliver_tls_broken tls_broken[ENG_DELIVER_TLS_BROKEN_MAX];
 	char log_buf[ENG_LOG_LINE_SIZE_MAX];
 };
 
 static void eng_deliver_hook(void *ctx);
 
 /* ---- messages, destinations, jobs ---- */
+
+static void
+eng_deliver_body_charge(_Atomic uint64_t *account, uint64_t bytes)
+{
+	atomic_fetch_add_explicit(account, bytes, memory_order_relaxed);
+}
+
+static void
+eng_deliver_body_uncharge(_Atomic uint64_t *account, uint64_t bytes)
+{
+	uint64_t before = atomic_fetch_sub_explicit(account, bytes, memory_order_relaxed);
+	ENG_ASSERT(before >= bytes);
+}
+
+/* Free an in-memory body (its holders are gone) and uncharge its writer. */
+static void
+eng_deliver_msg_body_free(struct eng_deliver_msg *msg)
+{
+	if (msg->body == NULL)
+		return;
+	eng_deliver_body_uncharge(msg->body_account, msg->body_size);
+	free(msg->body);
+	msg->body = NULL;
+}
+
+/* Take one more hold on msg->body; the caller already holds one. */
+static void
+eng_deliver_msg_body_ref(struct eng_deliver_msg *msg)
+{
+	ENG_ASSERT(msg->body != NULL);
+	uint32_t before = atomic_fetch_add_explicit(&msg->body_refs, 1, memory_order_relaxed);
+	ENG_ASSERT(before > 0 && before < UINT32_MAX);
+}
+
+/* Drop a hold on msg->body: the last one frees it (any shard). Only
+ * holders read msg->body, so nobody sees it go. */
+static void
+eng_deliver_msg_body_release(struct eng_deliver_msg *msg)
+{
+	uint32_t before = atomic_fetch_sub_explicit(&msg->body_refs, 1, memory_order_acq_rel);
+	ENG_ASSERT(before > 0);
+	if (before == 1)
+		eng_deliver_msg_body_free(msg);
+}
 
 static void
 eng_deliver_msg_unref(struct eng_deliver_msg *msg)
@@ -252,7 +384,7 @@ eng_deliver_msg_unref(struct eng_deliver_msg *msg)
 		free(msg->rcpts[i].ptr);
 	free(msg->rcpts);
 	free(msg->sender.ptr);
-	free(msg->body);
+	eng_deliver_msg_body_free(msg); /* holds never taken (out of memory) */
 	free(msg);
 }
 
@@ -273,23 +405,31 @@ eng_deliver_msg_ref(struct eng_deliver_msg *msg)
 	ENG_ASSERT(before > 0 && before < UINT32_MAX);
 }
 
-/* Copy the envelope and body of view (recipients are copied by the
- * caller, those it needs). One reference, the caller's. */
+/* Copy the envelope of view (recipients are copied by the caller, those
+ * it needs), and its body only when account is not NULL (an injected
+ * message: charged to account, one body hold for the caller). A recovered
+ * message keeps no body: its jobs read the record back. One reference, the
+ * caller's. */
 static struct eng_deliver_msg *
-eng_deliver_msg_create(const struct spool_location *loc, const struct spool_message *view)
+eng_deliver_msg_create(const struct spool_location *loc, const struct spool_message *view,
+		       _Atomic uint64_t *account)
 {
 	ENG_ASSERT(view->rcpt_count > 0);
 	struct eng_deliver_msg *msg = calloc(1, sizeof(*msg));
 	if (msg == NULL)
 		return NULL;
 	atomic_init(&msg->refs, 1);
+	atomic_init(&msg->body_refs, account != NULL ? 1u : 0u);
+	msg->body_account = account;
+	msg->record_size = spool_message_record_size(view);
+	ENG_ASSERT(msg->record_size > 0); /* it was stored, so it is within bounds */
 	msg->location = *loc;
 	msg->created_ns = view->created_ns;
 	msg->rcpt_count = view->rcpt_count;
 	msg->rcpts = calloc(view->rcpt_count, sizeof(*msg->rcpts));
 	msg->sender.ptr = malloc(view->sender.size + 1u);
-	msg->body = malloc(view->body.size + 1u);
-	if (msg->rcpts == NULL || msg->sender.ptr == NULL || msg->body == NULL) {
+	msg->body = account != NULL ? malloc(view->body.size + 1u) : NULL;
+	if (msg->rcpts == NULL || msg->sender.ptr == NULL || (account != NULL && msg->body == NULL)) {
 		free(msg->rcpts);
 		free(msg->sender.ptr);
 		free(msg->body);
@@ -300,10 +440,12 @@ eng_deliver_msg_create(const struct spool_location *loc, const struct spool_mess
 		memcpy(msg->sender.ptr, view->sender.data, view->sender.size);
 	msg->sender.ptr[view->sender.size] = '\0';
 	msg->sender.len = view->sender.size;
-	if (view->body.size > 0)
+	if (msg->body != NULL && view->body.size > 0)
 		memcpy(msg->body, view->body.data, view->body.size);
+	if (msg->body != NULL)
+		eng_deliver_body_charge(account, view->body.size);
 	msg->body_size = view->body.size;
-	msg->needs_8bit = eng_deliver_bytes_have_8bit(msg->body, msg->body_size);
+	msg->needs_8bit = eng_deliver_bytes_have_8bit(view->body.data, view->body.size);
 	msg->needs_smtputf8 = eng_deliver_bytes_have_8bit(view->sender.data, view->sender.size);
 	spool_queue_id_format(&msg->location, msg->queue_id);
 	return msg;
@@ -361,7 +503,34 @@ eng_deliver_job_create(struct eng_deliver_msg *msg, const struct eng_destination
 	job->msg = msg;
 	job->dest = NULL;
 	eng_deliver_msg_ref(msg);
+	if (msg->body != NULL) {
+		eng_deliver_msg_body_ref(msg); /* the creator holds one */
+		job->body_state = ENG_DELIVER_BODY_SHARED;
+	}
 	return job;
+}
+
+/* The job no longer holds a body (a SHARED hold or a load read back, on
+ * the job's owner shard); NONE: read back before its next attempt. */
+static void
+eng_deliver_job_drop_body(struct eng_deliver_job *job)
+{
+	ENG_ASSERT(job->body_state != ENG_DELIVER_BODY_LOADING);
+	if (job->body_state == ENG_DELIVER_BODY_SHARED)
+		eng_deliver_msg_body_release(job->msg);
+	struct eng_deliver_load *load = job->load;
+	if (load != NULL) {
+		struct eng_deliver *owner = load->owner;
+		ENG_ASSERT(owner->loads_held > 0);
+		owner->loads_held--;
+		eng_deliver_body_uncharge(&owner->body_bytes, load->charge);
+		free(load->read.buf);
+		free(load->read.rcpts);
+		free(load->body_copy);
+		free(load);
+	}
+	job->load = NULL;
+	job->body_state = ENG_DELIVER_BODY_NONE;
 }
 
 static void
@@ -369,21 +538,29 @@ eng_deliver_job_free(struct eng_deliver_job *job)
 {
 	ENG_ASSERT(!job->job.queued);
 	ENG_ASSERT(job->reserved == 0);
+	eng_deliver_job_drop_body(job);
 	eng_deliver_msg_unref(job->msg);
 	free(job->addrs);
 	free(job->rcpts);
 	free(job);
 }
 
+/* Onto the retry heap, due at when_ns (wall clock). Out of memory for
+ * the heap: the job is dropped, its recipients stay live in the spool and
+ * the next start delivers them. */
 static void
 eng_deliver_retry_push(struct eng_deliver *d, struct eng_deliver_job *job, uint64_t when_ns)
 {
 	ENG_ASSERT(!job->job.queued);
-	ENG_ASSERT(job->rcpt_count <= job->rcpt_capacity); /* 0 while recovery fills it */
+	ENG_ASSERT(job->rcpt_count <= job->rcpt_capacity);
+	ENG_ASSERT(job->body_state != ENG_DELIVER_BODY_LOADING);
+	ENG_ASSERT(job->reserved == 0);
 	job->next_attempt_ns = when_ns;
-	job->retry_next = d->retry_head;
-	d->retry_head = job;
-	d->retry_earliest_ns = ENG_MIN(d->retry_earliest_ns, when_ns);
+	job->retry_next = NULL;
+	if (eng_heap_push(&d->retry, when_ns, job))
+		return;
+	d->stats.recipients_dropped += job->rcpt_count;
+	eng_deliver_job_free(job);
 }
 
 /* ---- recovery, injection and the hand-off to owner shards ---- */
@@ -508,7 +685,7 @@ eng_deliver_recover_msg(struct eng_deliver *d, const struct spool_recovered *rcp
 		eng_deliver_msg_unref(msg); /* the recovery's own reference */
 	d->recover_msg = NULL;
 	d->recover_job_count = 0;
-	msg = eng_deliver_msg_create(&rcpt->location, rcpt->msg);
+	msg = eng_deliver_msg_create(&rcpt->location, rcpt->msg, NULL); /* no body */
 	d->recover_msg = msg;
 	return msg;
 }
@@ -553,7 +730,11 @@ eng_deliver_recovered(struct eng_deliver *d, const struct spool_recovered *rcpt)
 	d->stats.recipients_recovered++;
 	struct eng_deliver_msg *msg = eng_deliver_recover_msg(d, rcpt);
 	bool is_deferred = rcpt->state == SPOOL_RCPT_DEFERRED;
-	/* XXX: the journal keeps no attempt count; a deferred one counts 1. */
+	/* XXX: the journal keeps no attempt count; a deferred one counts 1.
+	 * The OUTCOME record's 4 reserved bytes could hold it, but every
+	 * released decoder rejects a non-zero reserved field (BAD_BODY), so a
+	 * rollback would quarantine such records: it needs a format version
+	 * (docs/spool-format.md), not a quiet reuse. */
 	if (msg == NULL || !eng_deliver_queue_rcpt(d, msg, rcpt->msg, rcpt->rcpt_index,
 						   is_deferred ? rcpt->next_attempt_ns : 0,
 						   is_deferred ? 1u : 0u)) {
@@ -602,6 +783,18 @@ eng_deliver_outbox_op(struct eng_deliver *d, uint32_t target, struct eng_deliver
 		ob->ops_head = op;
 	ob->ops_tail = op;
 	d->outbox_ops++;
+}
+
+/* A read request (READ, owner -> writer) or its answer (LOADED, writer ->
+ * owner) waits for room in target's queue. */
+static void
+eng_deliver_outbox_read(struct eng_deliver *d, uint32_t target, struct eng_deliver_job *job,
+			uint32_t kind)
+{
+	ENG_ASSERT(d->outbox != NULL && target < d->shard_count && target != d->shard_index);
+	struct eng_deliver_outbox *ob = &d->outbox[target];
+	job->mail_kind = kind;
+	eng_deliver_job_append(&ob->reads_head, &ob->reads_tail, job);
 }
 
 /* Give every job written since the last turn to its owner shard. */
@@ -694,6 +887,16 @@ eng_deliver_log_line(struct eng_deliver *d, const struct eng_deliver_outcome *op
 		.transaction_ms = op->transaction_ms,
 		.tls = NULL,
 	};
+	struct eng_log_tls tls = {
+		.used = op->tls_used,
+		.verified = op->tls_verified,
+		.version = op->tls_used ? op->tls_version : NULL,
+		.version_len = strlen(op->tls_version),
+		.cipher = op->tls_used ? op->tls_cipher : NULL,
+		.cipher_len = strlen(op->tls_cipher),
+	};
+	if (op->has_tls)
+		rec.tls = &tls;
 	if (op->event == ENG_LOG_EXPIRATION)
 		rec.category = ENG_BOUNCE_MESSAGE_EXPIRED;
 	else if (op->event != ENG_LOG_DELIVERY)
@@ -707,6 +910,9 @@ eng_deliver_outcome_release(struct eng_deliver *d, struct eng_deliver_outcome *o
 {
 	ENG_ASSERT(op->msg != NULL);
 	ENG_ASSERT(op->deliver == d);
+	if (op->has_body)
+		eng_deliver_msg_body_release(op->msg);
+	op->has_body = false;
 	eng_deliver_msg_unref(op->msg);
 	op->msg = NULL;
 	op->writer = NULL;
@@ -809,8 +1015,10 @@ eng_deliver_dsn_input(const struct eng_deliver *w, const struct eng_deliver_outc
 		.queue_id_len = strlen(msg->queue_id),
 		.arrival_ns = msg->created_ns,
 		.now_ns = eng_now_realtime_ns(),
-		.body = msg->body,
-		.body_len = msg->body_size,
+		/* XXX: a body read back from the spool is not kept for the
+		 * DSN: its report then has no original headers. */
+		.body = op->has_body ? msg->body : NULL,
+		.body_len = op->has_body ? msg->body_size : 0,
 		.rcpts = rcpt,
 		.rcpt_count = 1,
 	};
@@ -941,11 +1149,24 @@ eng_deliver_outcome_fill(struct eng_deliver_outcome *op, const struct smtp_statu
 	op->mx_ip[0] = '\0';
 	op->connect_ms = ENG_LOG_MS_NONE;
 	op->transaction_ms = transaction_ms;
+	op->has_tls = false;
+	op->tls_used = false;
+	op->tls_verified = false;
+	op->tls_version[0] = '\0';
+	op->tls_cipher[0] = '\0';
 	if (slot == NULL)
 		return;
 	snprintf(op->mx_host, sizeof(op->mx_host), "%s", slot->mx_host);
 	snprintf(op->mx_ip, sizeof(op->mx_ip), "%s", eng_conn_peer(&slot->conn));
 	op->connect_ms = slot->connect_ms;
+	struct eng_tls_info info;
+	op->has_tls = true;
+	if (eng_conn_tls_info(&slot->conn, &info)) {
+		op->tls_used = true;
+		op->tls_verified = info.is_verified;
+		snprintf(op->tls_version, sizeof(op->tls_version), "%s", info.version);
+		snprintf(op->tls_cipher, sizeof(op->tls_cipher), "%s", info.cipher);
+	}
 }
 
 /*
@@ -1007,6 +1228,12 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 	eng_deliver_outcome_fill(op, status, job->slot, transaction_ms);
 	op->msg = job->msg;
 	eng_deliver_msg_ref(op->msg);
+	op->has_body = false;
+	if ((state == SPOOL_RCPT_BOUNCED || state == SPOOL_RCPT_EXPIRED) &&
+	    job->body_state == ENG_DELIVER_BODY_SHARED) {
+		eng_deliver_msg_body_ref(op->msg); /* its DSN quotes the headers */
+		op->has_body = true;
+	}
 	eng_deliver_outcome_send(d, op);
 }
 
@@ -1021,6 +1248,31 @@ eng_deliver_local_status(uint16_t code, uint16_t subject, uint16_t detail, const
 				     .is_local = true,
 				     .text = text,
 				     .text_size = strlen(text) };
+}
+
+/* The shard holds more body bytes than its share of memory_budget. */
+static bool
+eng_deliver_is_over_budget(const struct eng_deliver *d)
+{
+	return atomic_load_explicit(&d->body_bytes, memory_order_relaxed) > d->body_budget;
+}
+
+/*
+ * A job goes back to the retry heap with deferred recipients (its next
+ * attempt is a retry delay away, minutes): a body read back is dropped
+ * (read again then), so the prefetch window only ever holds jobs on their
+ * way out; an injected body is kept (the hot path never reads back) unless
+ * the shard is over its budget. A stop (due again at once) keeps it.
+ */
+static void
+eng_deliver_body_after_defer(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	bool is_loaded = job->body_state == ENG_DELIVER_BODY_LOADED;
+	bool is_shared = job->body_state == ENG_DELIVER_BODY_SHARED;
+	if (is_loaded || (is_shared && !d->is_aborting && eng_deliver_is_over_budget(d))) {
+		d->stats.bodies_dropped++;
+		eng_deliver_job_drop_body(job);
+	}
 }
 
 /*
@@ -1053,6 +1305,7 @@ eng_deliver_job_finish(struct eng_deliver *d, struct eng_deliver_job *job)
 		eng_deliver_job_free(job);
 		return;
 	}
+	eng_deliver_body_after_defer(d, job);
 	eng_deliver_retry_push(d, job, job->next_attempt_ns);
 }
 
@@ -1074,6 +1327,13 @@ static void
 eng_deliver_smtp_message(struct eng_deliver_job *job)
 {
 	const struct eng_deliver_msg *msg = job->msg;
+	/* Only a job with its body is ever queued on a destination. */
+	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_SHARED ||
+		   job->body_state == ENG_DELIVER_BODY_LOADED);
+	const uint8_t *body = job->body_state == ENG_DELIVER_BODY_SHARED ? msg->body
+			      : job->load->body_copy != NULL		 ? job->load->body_copy
+									 : job->load->read.message.body.data;
+	ENG_ASSERT(body != NULL);
 	for (uint32_t i = 0; i < job->rcpt_count; i++) {
 		const struct eng_deliver_addr *addr = &msg->rcpts[job->rcpts[i].rcpt_index];
 		ENG_ASSERT(addr->ptr != NULL);
@@ -1084,7 +1344,7 @@ eng_deliver_smtp_message(struct eng_deliver_job *job)
 		.sender = { .ptr = msg->sender.ptr, .len = msg->sender.len },
 		.rcpts = job->addrs,
 		.rcpt_count = job->rcpt_count,
-		.body = msg->body,
+		.body = body,
 		.body_size = msg->body_size,
 		.needs_8bit = msg->needs_8bit,
 		.needs_smtputf8 = msg->needs_smtputf8,
@@ -1233,7 +1493,15 @@ eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, c
 			 eng_conn_close_reason_name(event->reason), strerror(event->sys_error));
 	else
 		snprintf(text, sizeof(text), "%s: %s", host, eng_conn_close_reason_name(event->reason));
-	struct smtp_status status = eng_deliver_local_status(451, 4, 1, text);
+	/* TLS required or failed: 4.7.x, never a bounce. */
+	bool is_tls = event->reason == ENG_CONN_CLOSE_TLS_FAILED ||
+		      event->reason == ENG_CONN_CLOSE_TLS_REQUIRED;
+	if (is_tls && event->tls_error != NULL && event->tls_error[0] != '\0')
+		snprintf(text, sizeof(text), "%s: %s: %s", host,
+			 eng_conn_close_reason_name(event->reason), event->tls_error);
+	uint16_t detail = event->reason == ENG_CONN_CLOSE_TLS_REQUIRED ? 4 : 0;
+	struct smtp_status status =
+		eng_deliver_local_status(451, is_tls ? 7 : 4, is_tls ? detail : 1, text);
 	for (uint64_t guard = dest->dest.queued_count; guard > 0; guard--) {
 		struct eng_job *next = eng_dest_take(&dest->dest);
 		if (next == NULL)
@@ -1245,6 +1513,113 @@ eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, c
 		}
 		eng_deliver_job_defer(d, job, &status);
 	}
+}
+
+/* ---- outbound TLS policy ---- */
+
+static bool
+eng_deliver_tls_is_broken(const struct eng_deliver *d, const char *host, uint64_t now_ns)
+{
+	for (uint32_t i = 0; i < ENG_DELIVER_TLS_BROKEN_MAX; i++) {
+		const struct eng_deliver_tls_broken *b = &d->tls_broken[i];
+		if (b->until_ns > now_ns && strcmp(b->host, host) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Remember host as TLS-broken until until_ns: its own entry, or the one
+ * that expires first. */
+static void
+eng_deliver_tls_broken_mark(struct eng_deliver *d, const char *host, uint64_t until_ns)
+{
+	struct eng_deliver_tls_broken *slot = &d->tls_broken[0];
+	for (uint32_t i = 0; i < ENG_DELIVER_TLS_BROKEN_MAX; i++) {
+		struct eng_deliver_tls_broken *b = &d->tls_broken[i];
+		if (strcmp(b->host, host) == 0) {
+			slot = b;
+			break;
+		}
+		if (b->until_ns < slot->until_ns)
+			slot = b;
+	}
+	snprintf(slot->host, sizeof(slot->host), "%s", host);
+	slot->until_ns = until_ns;
+}
+
+/*
+ * A connection closed because of TLS (docs/tls.md "Outbound"). Under
+ * opportunistic the host is remembered as TLS-broken for
+ * tls_plaintext_fallback_time: the next connection to it (a new one) is
+ * plaintext, and this is not a failure that backs the destination off.
+ * Under required/verify (or with no fallback time) it is: the recipients
+ * are deferred (4.7.x), never bounced.
+ */
+static bool
+eng_deliver_tls_closed(struct eng_deliver *d, const struct eng_deliver_slot *slot,
+		       const struct eng_conn_event *event)
+{
+	if (event->reason != ENG_CONN_CLOSE_TLS_FAILED &&
+	    event->reason != ENG_CONN_CLOSE_TLS_REQUIRED)
+		return false;
+	uint64_t fallback_ns = slot->dest->dest.settings.tls_plaintext_fallback_time_ns;
+	if (slot->tls_policy != SMTP_CLIENT_TLS_OPPORTUNISTIC || fallback_ns == 0)
+		return true;
+	eng_deliver_tls_broken_mark(d, slot->tls_peer, eng_now_monotonic_ns() + fallback_ns);
+	return false;
+}
+
+/* The connection's TLS settings: the route's tls (when set) over the
+ * destination's; opportunistic to a TLS-broken host is plaintext. */
+static void
+eng_deliver_tls_config(struct eng_deliver *d, struct eng_deliver_slot *slot,
+		       const struct eng_deliver_dest *dest, const struct eng_route *route,
+		       const struct sockaddr_storage *addr, struct eng_conn_config *cc)
+{
+	uint16_t port = 0;
+	if (addr != NULL && addr->ss_family == AF_INET)
+		port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+	else if (addr != NULL && addr->ss_family == AF_INET6)
+		port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+	snprintf(slot->tls_peer, sizeof(slot->tls_peer), "%s:%u", slot->mx_host, (unsigned)port);
+	enum eng_tls_mode mode =
+		route != NULL && route->tls_is_set ? route->tls : dest->dest.settings.tls;
+	enum smtp_client_tls_policy policy = mode == ENG_TLS_NONE ? SMTP_CLIENT_TLS_NONE
+					     : mode == ENG_TLS_OPPORTUNISTIC
+						     ? SMTP_CLIENT_TLS_OPPORTUNISTIC
+						     : SMTP_CLIENT_TLS_REQUIRED;
+	if (policy == SMTP_CLIENT_TLS_OPPORTUNISTIC &&
+	    eng_deliver_tls_is_broken(d, slot->tls_peer, eng_now_monotonic_ns()))
+		policy = SMTP_CLIENT_TLS_NONE;
+	slot->tls_policy = policy;
+	cc->tls_policy = policy;
+	cc->tls_verify = mode == ENG_TLS_VERIFY;
+	cc->tls_name = slot->mx_host;
+	cc->tls_name_len = strlen(slot->mx_host);
+	cc->tls_ctx = d->tls_ctx;
+	cc->tls_cache = d->tls_cache;
+}
+
+/* The shard's client context ([engine] tls_ca_file, or the system store)
+ * and session cache ([engine] tls_session_cache_size). */
+static int
+eng_deliver_tls_create(struct eng_deliver *d, const struct eng_engine *engine, char *err,
+		       size_t err_size)
+{
+	if (eng_tls_global_init() < 0) {
+		snprintf(err, err_size, "TLS: wolfSSL initialisation failed");
+		return -1;
+	}
+	const char *ca_file = engine->tls_ca_file[0] != '\0' ? engine->tls_ca_file : NULL;
+	if (eng_tls_client_ctx_create(&d->tls_ctx, ca_file, err, err_size) < 0)
+		return -1;
+	d->tls_cache = eng_tls_session_cache_create(
+		engine->tls_session_cache_size > 0 ? engine->tls_session_cache_size : 1024u);
+	if (d->tls_cache == NULL) {
+		snprintf(err, err_size, "out of memory for the TLS session cache");
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -1261,7 +1636,8 @@ eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 		d->reclaims_pending--;
 		slot->is_reclaimed = false;
 	}
-	bool failed = eng_deliver_close_is_failure(event->reason) ||
+	bool is_tls_failure = eng_deliver_tls_closed(d, slot, event);
+	bool failed = is_tls_failure || eng_deliver_close_is_failure(event->reason) ||
 		      (!slot->is_up && eng_deliver_close_before_up_is_failure(event->reason));
 	d->stats.connections_failed += failed;
 	if (slot->is_mx && !slot->is_up && eng_deliver_close_is_connect_failure(event->reason))
@@ -1377,6 +1753,7 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 	struct eng_conn_config cc;
 	eng_conn_config_from_destination(&cc, &dest->dest.settings, cfg->engine.hostname,
 					 strlen(cfg->engine.hostname));
+	eng_deliver_tls_config(d, slot, dest, route, ret == 0 ? &addr : NULL, &cc);
 	if (ret == 0)
 		ret = eng_conn_open(&slot->conn, d->ring, (const struct sockaddr *)&addr, addr_len,
 				    &cc, slot, eng_deliver_conn_event);
@@ -1541,21 +1918,216 @@ eng_deliver_route(struct eng_deliver *d, struct eng_deliver_job *job)
 		eng_deliver_resolve(d, e, now_ns);
 }
 
+/* ---- bodies read back from the spool ---- */
+
+static void eng_deliver_outbox_read(struct eng_deliver *d, uint32_t target,
+				    struct eng_deliver_job *job, uint32_t kind);
+
+/* The read of job is over (result in job->load): back to its owner. */
+static void eng_deliver_loaded(struct eng_deliver *d, struct eng_deliver_job *job);
+
 static void
-eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
+eng_deliver_read_back(struct eng_deliver *w, struct eng_deliver_job *job)
 {
-	if (d->retry_head == NULL || now_ns < d->retry_earliest_ns)
+	struct eng_deliver *owner = job->load->owner;
+	if (owner == w)
+		eng_deliver_loaded(w, job);
+	else
+		eng_deliver_outbox_read(w, owner->shard_index, job, ENG_DELIVER_MAIL_LOADED);
+}
+
+static void
+eng_deliver_read_done(struct spool_read *op, int32_t result)
+{
+	struct eng_deliver_load *load = ENG_CONTAINER_OF(op, struct eng_deliver_load, read);
+	load->result = result;
+	struct eng_deliver *w = load->reader;
+	ENG_ASSERT(w != NULL);
+	eng_deliver_read_back(w, load->job);
+}
+
+/* On the writer shard w (its spool holds the record): start the read of
+ * job's message. A stopping writer answers -ECANCELED at once. */
+static void
+eng_deliver_read_start(struct eng_deliver *w, struct eng_deliver_job *job)
+{
+	struct eng_deliver_load *load = job->load;
+	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_LOADING && load != NULL);
+	ENG_ASSERT(job->msg->location.shard == w->shard_index);
+	load->reader = w;
+	int ret = -ECANCELED;
+	if (!w->is_stopping)
+		ret = w->spool != NULL ? spool_read_message(w->spool, &job->msg->location, &load->read)
+				       : -EAGAIN;
+	if (ret == 0)
 		return;
-	struct eng_deliver_job *list = d->retry_head;
-	d->retry_head = NULL;
-	d->retry_earliest_ns = UINT64_MAX;
-	/* Bounded: the list was detached, routing pushes only onto the new one. */
+	load->result = ret;
+	eng_deliver_read_back(w, job);
+}
+
+/* Bytes a load of msg holds: the aligned read buffer and its recipients. */
+static uint32_t
+eng_deliver_load_size(const struct eng_deliver_msg *msg)
+{
+	return spool_read_buffer_size(msg->record_size) +
+	       msg->rcpt_count * (uint32_t)sizeof(struct spool_span);
+}
+
+/* May one more body be read back: within the prefetch window and the
+ * shard's budget (one load is always allowed, however large). */
+static bool
+eng_deliver_may_load(const struct eng_deliver *d, const struct eng_deliver_job *job)
+{
+	if (d->loads_held >= d->prefetch_max || d->loads_out >= ENG_DELIVER_READS_MAX)
+		return false;
+	if (d->loads_held == 0)
+		return true;
+	uint64_t held = atomic_load_explicit(&d->body_bytes, memory_order_relaxed);
+	return held + eng_deliver_load_size(job->msg) <= d->body_budget;
+}
+
+/* A due job without its body: read the record back, on the writer shard;
+ * the answer puts the job on the loaded list (or back on the heap).
+ * XXX: the load, its aligned buffer and the body copy are malloc'd per
+ * read; a pool of ENG_DELIVER_READS_MAX buffers sized at start-up would
+ * follow the house rule (pools at runtime). */
+static void
+eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_NONE && job->load == NULL);
+	const struct eng_deliver_msg *msg = job->msg;
+	uint32_t buf_size = spool_read_buffer_size(msg->record_size);
+	struct eng_deliver_load *load = calloc(1, sizeof(*load));
+	struct spool_span *rcpts = calloc(msg->rcpt_count, sizeof(*rcpts));
+	void *buf = NULL;
+	if (load == NULL || rcpts == NULL ||
+	    posix_memalign(&buf, SPOOL_BLOCK_SIZE, buf_size) != 0) {
+		free(load);
+		free(rcpts);
+		/* Out of memory: try again in a second. */
+		eng_deliver_retry_push(d, job, eng_now_realtime_ns() + ENG_DELIVER_TIMER_MAX_NS);
+		return;
+	}
+	load->read = (struct spool_read){ .callback = eng_deliver_read_done,
+					  .ctx = load,
+					  .buf = buf,
+					  .buf_size = buf_size,
+					  .rcpts = rcpts,
+					  .rcpts_capacity = msg->rcpt_count };
+	load->job = job;
+	load->owner = d;
+	load->charge = eng_deliver_load_size(msg);
+	eng_deliver_body_charge(&d->body_bytes, load->charge);
+	d->loads_held++;
+	d->loads_out++;
+	job->load = load;
+	job->body_state = ENG_DELIVER_BODY_LOADING;
+	uint32_t writer = msg->location.shard;
+	if (writer == d->shard_index)
+		eng_deliver_read_start(d, job);
+	else
+		eng_deliver_outbox_read(d, writer, job, ENG_DELIVER_MAIL_READ);
+}
+
+/* Does the verified record read back still say what recovery saw? */
+static bool
+eng_deliver_load_matches(const struct eng_deliver_load *load, const struct eng_deliver_msg *msg)
+{
+	const struct spool_message *m = &load->read.message;
+	return m->body.size == msg->body_size && m->rcpt_count == msg->rcpt_count &&
+	       m->body.data != NULL;
+}
+
+/* Keep only the body of a verified read (the aligned buffer is the record
+ * rounded up to blocks, plus one: 12 KiB for a 5 KB message). */
+static void
+eng_deliver_load_shrink(struct eng_deliver *d, struct eng_deliver_load *load)
+{
+	uint32_t size = load->read.message.body.size;
+	uint8_t *copy = malloc(ENG_MAX(size, 1u));
+	if (copy == NULL)
+		return; /* keep the buffer: still correct, only bigger */
+	memcpy(copy, load->read.message.body.data, size);
+	load->body_copy = copy;
+	free(load->read.buf);
+	free(load->read.rcpts);
+	load->read.buf = NULL;
+	load->read.rcpts = NULL;
+	load->read.message = (struct spool_message){ 0 };
+	eng_deliver_body_uncharge(&d->body_bytes, load->charge);
+	load->charge = size;
+	eng_deliver_body_charge(&d->body_bytes, load->charge);
+}
+
+static void
+eng_deliver_loaded(struct eng_deliver *d, struct eng_deliver_job *job)
+{
+	struct eng_deliver_load *load = job->load;
+	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_LOADING && load != NULL);
+	ENG_ASSERT(load->owner == d && d->loads_out > 0);
+	d->loads_out--;
+	int32_t result = load->result;
+	if (result == 0 && !eng_deliver_load_matches(load, job->msg))
+		result = -EBADMSG;
+	job->body_state = ENG_DELIVER_BODY_LOADED;
+	if (result == 0) {
+		d->stats.bodies_read++;
+		eng_deliver_load_shrink(d, load);
+		eng_deliver_job_append(&d->loaded_head, &d->loaded_tail, job);
+		return;
+	}
+	eng_deliver_job_drop_body(job);
+	if (result == -EAGAIN || result == -EBUSY || result == -ECANCELED) {
+		/* Reader busy, SQ full or a stopping writer: due again now. */
+		d->stats.body_read_retries++;
+		eng_deliver_retry_push(d, job, job->next_attempt_ns);
+		return;
+	}
+	/* Never send bytes that fail their check. The recipients stay live in
+	 * the spool; recovery at the next start checks the record again and
+	 * quarantines it if it is corrupt (spool-format.md). */
+	d->stats.body_read_errors++;
+	fprintf(stderr, "ringmail: shard %u: message %s unreadable (%s): not sent, held for recovery\n",
+		d->shard_index, job->msg->queue_id, strerror(-result));
+	eng_deliver_job_free(job);
+}
+
+/* Jobs whose body was read back since the last turn: route them. */
+static void
+eng_deliver_run_loaded(struct eng_deliver *d)
+{
+	struct eng_deliver_job *list = d->loaded_head;
+	d->loaded_head = NULL;
+	d->loaded_tail = NULL;
+	/* Bounded: the list was detached; routing never appends to it. */
 	while (list != NULL) {
 		struct eng_deliver_job *job = list;
 		list = job->retry_next;
 		job->retry_next = NULL;
-		if (job->next_attempt_ns > now_ns)
-			eng_deliver_retry_push(d, job, job->next_attempt_ns);
+		eng_deliver_route(d, job);
+	}
+}
+
+/* Due jobs leave the heap in next-attempt order: those with a body are
+ * routed, the others start a read back while the prefetch window and the
+ * budget allow (the rest wait for reads to come back). */
+static void
+eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
+{
+	eng_deliver_run_loaded(d);
+	/* Bounded by the count on entry: a push during routing is due later
+	 * or is met again next turn. */
+	for (uint32_t guard = eng_heap_count(&d->retry); guard > 0; guard--) {
+		uint64_t key = 0;
+		void *top = NULL;
+		if (!eng_heap_peek(&d->retry, &key, &top) || key > now_ns)
+			return;
+		struct eng_deliver_job *job = top;
+		if (job->body_state == ENG_DELIVER_BODY_NONE && !eng_deliver_may_load(d, job))
+			return;
+		(void)eng_heap_pop(&d->retry);
+		if (job->body_state == ENG_DELIVER_BODY_NONE)
+			eng_deliver_load_start(d, job);
 		else
 			eng_deliver_route(d, job);
 	}
@@ -1690,6 +2262,12 @@ eng_deliver_mail(void *ctx, uint32_t from_shard_index, const struct ring_mail *m
 		case ENG_DELIVER_MAIL_RELEASE:
 			eng_deliver_outcome_release(d, mails[i].ptr);
 			break;
+		case ENG_DELIVER_MAIL_READ:
+			eng_deliver_read_start(d, mails[i].ptr);
+			break;
+		case ENG_DELIVER_MAIL_LOADED:
+			eng_deliver_loaded(d, mails[i].ptr);
+			break;
 		default:
 			ENG_PANIC("unknown delivery mail");
 		}
@@ -1715,6 +2293,12 @@ eng_deliver_flush_one(struct eng_deliver *d, uint32_t target)
 		     ops_rest = ops_rest->outbox_next)
 			mails[n++] = (struct ring_mail){ .ptr = ops_rest, .kind = ops_rest->mail_kind };
 		uint32_t ops = n;
+		/* Reads and their answers: a stop waits for them (loads_out). */
+		struct eng_deliver_job *reads_rest = ob->reads_head;
+		for (; reads_rest != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX;
+		     reads_rest = reads_rest->retry_next)
+			mails[n++] = (struct ring_mail){ .ptr = reads_rest, .kind = reads_rest->mail_kind };
+		uint32_t reads_end = n;
 		struct eng_deliver_job *jobs_rest = ob->jobs_head;
 		for (; !d->is_stopping && jobs_rest != NULL && n < RING_MAILBOX_DELIVER_BATCH_MAX;
 		     jobs_rest = jobs_rest->retry_next)
@@ -1731,6 +2315,10 @@ eng_deliver_flush_one(struct eng_deliver *d, uint32_t target)
 		if (ob->ops_head == NULL)
 			ob->ops_tail = NULL;
 		if (sent > ops)
+			ob->reads_head = sent < reads_end ? mails[sent].ptr : reads_rest;
+		if (ob->reads_head == NULL)
+			ob->reads_tail = NULL;
+		if (sent > reads_end)
 			ob->jobs_head = sent < n ? mails[sent].ptr : jobs_rest;
 		if (ob->jobs_head == NULL)
 			ob->jobs_tail = NULL;
@@ -1778,8 +2366,12 @@ eng_deliver_schedule(struct eng_deliver *d)
 	uint64_t delay_ns = wake_ns == UINT64_MAX ? UINT64_MAX
 			    : wake_ns > mono_ns   ? wake_ns - mono_ns
 						  : 0;
-	if (d->retry_head != NULL) {
-		uint64_t earliest_ns = d->retry_earliest_ns;
+	uint64_t earliest_ns = 0;
+	if (eng_heap_peek(&d->retry, &earliest_ns, NULL) &&
+	    (earliest_ns > real_ns || d->loads_held == 0)) {
+		/* A due head that waits for the prefetch window needs no
+		 * timer: each held body is being read, routed or sent, and
+		 * that completion runs the next turn. */
 		uint64_t retry_ns = earliest_ns > real_ns ? earliest_ns - real_ns : 0;
 		delay_ns = ENG_MIN(delay_ns, retry_ns);
 	}
@@ -1817,7 +2409,7 @@ static bool
 eng_deliver_is_drained_now(const struct eng_deliver *d)
 {
 	return d->is_stopping && d->slots_open == 0 && d->outcomes_free == ENG_DELIVER_OUTCOMES &&
-	       d->outbox_ops == 0;
+	       d->outbox_ops == 0 && d->loads_out == 0;
 }
 
 static void
@@ -1907,11 +2499,12 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 	d->config = config;
 	d->node = node;
 	d->shard_index = shard_index;
-	d->retry_earliest_ns = UINT64_MAX;
 	d->random_state = 2463534242u ^ (shard_index * 2654435761u);
 	d->slot_count = (*config)->engine.delivery_connections;
 	if (d->slot_count == 0)
 		d->slot_count = ENG_DELIVER_CONNS;
+	d->prefetch_max = ENG_DELIVER_PREFETCH_MAX;
+	atomic_init(&d->body_bytes, 0);
 	d->slots = calloc(d->slot_count, sizeof(*d->slots));
 	d->outcomes = calloc(ENG_DELIVER_OUTCOMES, sizeof(*d->outcomes));
 	d->bounce = calloc(1, sizeof(*d->bounce));
@@ -1924,6 +2517,12 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 	struct eng_dns_cache_params cache_params = { .entries_max = ENG_DELIVER_DNS_CACHE_ENTRIES };
 	if (d->dns != NULL)
 		d->dns_cache = eng_dns_cache_create(d->dns, &cache_params, err, err_size);
+	if (d->dns_cache != NULL &&
+	    eng_deliver_tls_create(d, &(*config)->engine, err, err_size) < 0) {
+		d->is_stopping = true;
+		eng_deliver_destroy(d);
+		return NULL;
+	}
 	if (d->dns_cache == NULL) {
 		d->is_stopping = true;
 		eng_deliver_destroy(d);
@@ -1954,6 +2553,9 @@ eng_deliver_attach_spool(struct eng_deliver *d, struct spool *spool)
 	ENG_ASSERT(d != NULL && spool != NULL);
 	ENG_ASSERT(d->spool == NULL);
 	d->spool = spool;
+	/* memory_budget is the node's (a restart setting): each shard holds
+	 * its share of bodies. */
+	d->body_budget = (*d->config)->engine.memory_budget / ENG_MAX(d->shard_count, 1u);
 	if (d->recover_msg != NULL)
 		eng_deliver_msg_unref(d->recover_msg); /* the recovery's reference */
 	d->recover_msg = NULL;
@@ -2066,13 +2668,22 @@ eng_deliver_free_list(struct eng_deliver_job *list)
 static void
 eng_deliver_free_jobs(struct eng_deliver *d)
 {
-	eng_deliver_free_list(d->retry_head);
-	d->retry_head = NULL;
+	for (uint32_t guard = eng_heap_count(&d->retry); guard > 0; guard--) {
+		struct eng_deliver_job *job = eng_heap_pop(&d->retry);
+		job->reserved = 0;
+		eng_deliver_job_free(job);
+	}
+	eng_heap_free(&d->retry);
+	eng_deliver_free_list(d->loaded_head);
+	d->loaded_head = NULL;
+	d->loaded_tail = NULL;
 	eng_deliver_free_list(d->new_head);
 	d->new_head = NULL;
 	d->new_tail = NULL;
 	for (uint32_t t = 0; d->outbox != NULL && t < d->shard_count; t++) {
 		ENG_ASSERT(d->outbox[t].ops_head == NULL);
+		/* No read is out once drained (loads_out == 0 everywhere). */
+		ENG_ASSERT(d->outbox[t].reads_head == NULL);
 		eng_deliver_free_list(d->outbox[t].jobs_head);
 		d->outbox[t].jobs_head = NULL;
 		d->outbox[t].jobs_tail = NULL;
@@ -2109,7 +2720,8 @@ eng_deliver_destroy(struct eng_deliver *d)
 		return;
 	if (d->hook_added)
 		ring_remove_hook(d->ring, eng_deliver_hook, d);
-	bool is_busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES;
+	bool is_busy = d->slots_open > 0 || d->outcomes_free < ENG_DELIVER_OUTCOMES ||
+		       d->loads_out > 0;
 	if (d->hook_added && is_busy)
 		return; /* ops in flight may still point into d: leak it */
 	d->is_stopping = true;
@@ -2119,6 +2731,10 @@ eng_deliver_destroy(struct eng_deliver *d)
 		eng_deliver_msg_unref(d->recover_msg);
 	if (d->log_is_open)
 		eng_logfile_close(&d->log);
+	if (d->tls_cache != NULL)
+		eng_tls_session_cache_destroy(d->tls_cache);
+	if (d->tls_ctx != NULL)
+		eng_tls_ctx_put(d->tls_ctx);
 	free(d->outbox);
 	free(d->bounce);
 	free(d->outcomes);
@@ -2177,7 +2793,7 @@ eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
 	ENG_ASSERT(loc->shard == d->shard_index);
 	ENG_ASSERT(msg->rcpt_count > 0 && msg->rcpts != NULL);
 	d->stats.messages_injected++;
-	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg);
+	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg, &d->body_bytes);
 	d->recover_job_count = 0;
 	for (uint32_t i = 0; i < msg->rcpt_count; i++) {
 		if (copy == NULL || !eng_deliver_queue_rcpt(d, copy, msg, i, 0, 0)) {
@@ -2189,6 +2805,8 @@ eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
 		eng_deliver_log_reception(d, copy, i, client_name, client_ip);
 	}
 	d->recover_job_count = 0;
-	if (copy != NULL)
-		eng_deliver_msg_unref(copy); /* the jobs hold it now */
+	if (copy == NULL)
+		return;
+	eng_deliver_msg_body_release(copy); /* the jobs hold the body now */
+	eng_deliver_msg_unref(copy);	    /* and the message */
 }

@@ -8,13 +8,18 @@
  *
  * Flow:
  *   eng_deliver_recovered() / eng_deliver_injected() (and stored DSNs):
- *     copy the message once (atomic refcount, immutable once handed off),
+ *     copy the envelope once (atomic refcount, immutable once handed off;
+ *     the body only when injected: a recovered body is read back later),
  *     add the recipient to a job of its domain (at most
  *     max_recipients_per_transaction per job) on the new list.
  *   every loop turn (a ring hook): drain the mailbox (JOB: adopt; OUTCOME:
  *     journal; RELEASE: back to the pool), give new jobs to their owner
  *     (eng_domain_owner: adopt here, or the outbox to that shard), then
- *     schedule (unless [engine] hold): due retry jobs are routed and queued
+ *     schedule (unless [engine] hold): due jobs leave the retry heap (a
+ *     binary min-heap on the next attempt); one without a body is first
+ *     read back from the writer shard's spool (READ / LOADED mail when the
+ *     writer is another shard), within a prefetch window and the shard's
+ *     share of memory_budget; jobs with their body are routed and queued
  *     on their eng_dest: a static route; else the destination's MX
  *     addresses (eng_dns_route_resolve on the shard's resolver and cache,
  *     one lookup in flight per destination): NXDOMAIN bounces 5.1.2, null
@@ -45,13 +50,17 @@
  * Ownership: the delivery state belongs to one shard thread and borrows
  * its ring, spool, config (the shard's current one), the node's mailbox
  * mesh and log file. Jobs move between shards by pointer (one owner at a
- * time); messages are shared read-only. Messages, jobs and destinations
- * are heap memory (XXX: from pools sized by memory_budget, and bodies read
- * back with spool_read_message beyond it). Connections and outcome ops
- * are preallocated at create.
+ * time); messages are shared read-only (an injected body is freed by the
+ * last job that holds it, on any shard). Messages, jobs, destinations and
+ * read-back bodies are heap memory; the bodies held (injected and read
+ * back) are bounded per shard by memory_budget / shards, except one read
+ * at a time. Connections and outcome ops are preallocated at create.
  *
  * XXX: no TLS; names in static routes are not resolved (IP literals only);
- * the journal keeps no attempt count (a recovered deferral counts 1).
+ * the journal keeps no attempt count (a recovered deferral counts 1): the
+ * OUTCOME record's reserved bytes could carry it, but released decoders
+ * reject a non-zero reserved field, so it needs a format version (see
+ * docs/engine.md "Still missing").
  */
 #ifndef ENG_DELIVER_H
 #define ENG_DELIVER_H
@@ -95,6 +104,10 @@ struct eng_deliver_stats {
 	uint64_t log_errors;	 /* delivery-log write failed */
 	uint64_t connections_opened;
 	uint64_t connections_failed;
+	uint64_t bodies_read;	    /* bodies read back from a spool for a job */
+	uint64_t body_read_retries; /* reads refused for now (busy reader, full SQ) */
+	uint64_t body_read_errors;  /* unreadable or failed CRC: never sent */
+	uint64_t bodies_dropped;    /* dropped at a deferral (read back later) */
 };
 
 /*

@@ -17,16 +17,38 @@
  *   MESSAGE: the record (Received: + wire-form body) goes to
  *     spool_write_message; the session stays blocked until the callback,
  *     which hands the message to delivery and answers 250 with the queue id.
- *   close: flush the last replies, shutdown(SHUT_WR), read and discard
+ *   STARTTLS (RFC 3207): at the session's STARTTLS event the rest of the
+ *     input is dropped (CVE-2011-0411: never parsed), the 220 goes out in
+ *     plaintext, and a struct eng_tls (heap, server role, the listener's
+ *     current context) sits between the ring and the session: recv fills
+ *     its ciphertext input, eng_tls_read fills conn->in with plaintext for
+ *     the session, and conn->out (the session's replies) is encrypted into
+ *     its ciphertext output, which is what gets sent. Raw bytes in conn->out
+ *     (the 220) are always sent before any ciphertext. The handshake runs
+ *     under the command timeout; a failed handshake closes at once.
+ *   close: flush the last replies (under TLS, then close_notify),
+ *     shutdown(SHUT_WR), read and discard
  *     until EOF for at most ENG_LISTEN_LINGER_NS (so the client reads our
  *     last reply instead of a reset), then close(2) and release the slot
  *     once no op of the connection is in flight.
+ *
+ * TLS contexts: one per listener with tls_certificate, created on this
+ * shard's thread at create (a bad file fails the start-up with one line)
+ * and again after every reload (SIGHUP), noticed at the next accept or
+ * sweep: new sessions use the new context, running ones keep the one they
+ * started with (eng_tls_ctx_put drops only the listener's reference). A
+ * reload whose certificate cannot be loaded keeps the previous one.
  *
  * Invariants: a connection slot is released only when none of its ops
  * (recv, send, greeting timer, cancels, spool append) is in flight; a
  * durable record is always handed to delivery, even on a closing
  * connection; counters taken at accept are released exactly once.
  */
+/* wolfSSL's headers first: they use sprintf, which eng_common.h poisons
+ * (only for the per-thread ECC cache, see eng_listen_destroy). */
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/ecc.h>
+
 #include "eng_listen.h"
 
 #include <arpa/inet.h>
@@ -44,6 +66,7 @@
 #include "eng_auth.h"
 #include "eng_common.h"
 #include "eng_deliver.h"
+#include "eng_tls.h"
 #include "smtp/smtp_server.h"
 
 #define ENG_LISTEN_RECV_SIZE (16u * 1024u)
@@ -82,6 +105,12 @@ struct eng_listen_socket {
 	bool accept_paused; /* an accept error: re-armed by the sweep */
 };
 
+enum eng_conn_tls_phase {
+	ENG_CONN_TLS_NONE = 0,	/* plaintext */
+	ENG_CONN_TLS_HANDSHAKE, /* after the 220 to STARTTLS */
+	ENG_CONN_TLS_ACTIVE,	/* the session runs over TLS */
+};
+
 struct eng_listen_conn {
 	struct eng_listen *listen;
 	uint32_t index;
@@ -103,6 +132,11 @@ struct eng_listen_conn {
 	bool record_open;
 	bool record_overflow;
 	bool auth_offered;
+	bool send_is_cipher; /* the send in flight is TLS output, not conn->out */
+	bool tls_notify_sent;
+	uint8_t tls_phase;   /* enum eng_conn_tls_phase */
+	struct eng_tls *tls; /* heap, from STARTTLS to the release */
+	struct eng_tls_info tls_info;
 	uint32_t ip_bucket;
 	uint64_t touched_ns;
 	uint64_t phase_deadline_ns;
@@ -143,6 +177,9 @@ struct eng_listen {
 	/* The listeners as set up at create; hot keys refreshed on accept. */
 	struct eng_listener listeners[ENG_CONFIG_LISTENERS_MAX];
 	struct eng_auth *auth[ENG_CONFIG_LISTENERS_MAX];
+	/* Server contexts of the listeners with a certificate (else NULL). */
+	struct eng_tls_ctx *tls_ctx[ENG_CONFIG_LISTENERS_MAX];
+	const struct eng_config *tls_config_seen; /* contexts made from this one */
 	uint32_t conn_count; /* pool size */
 	uint32_t conn_used;
 	uint32_t conn_high;  /* slots [0, conn_high) were ever used */
@@ -195,6 +232,60 @@ eng_listen_refresh(struct eng_listen *l, uint32_t index)
 	run->session_deadline_ns = next->session_deadline_ns;
 	run->greeting_delay_ns = next->greeting_delay_ns;
 	return run;
+}
+
+/* The server context of a listener with tls_certificate and tls_key. */
+static int
+eng_listen_tls_ctx_create(const struct eng_listener *lc, struct eng_tls_ctx **out, char *err,
+			  size_t err_size)
+{
+	ENG_ASSERT(lc->tls_certificate[0] != '\0' && lc->tls_key[0] != '\0');
+	if (eng_tls_global_init() < 0) {
+		snprintf(err, err_size, "listener %s: the TLS library failed to initialise", lc->name);
+		return -EIO;
+	}
+	char why[ENG_TLS_ERROR_SIZE + ENG_CONFIG_PATH_SIZE];
+	int ret = eng_tls_server_ctx_create(out, lc->tls_certificate, lc->tls_key, why,
+					    sizeof(why));
+	if (ret < 0)
+		snprintf(err, err_size, "listener %s: %s", lc->name, why);
+	return ret;
+}
+
+/*
+ * After a reload (the shard's config pointer changed): new server contexts
+ * from the listeners' tls_certificate/tls_key, read again even when the
+ * paths did not change (a renewed certificate). Sessions already running
+ * keep theirs. A certificate that cannot be loaded keeps the previous
+ * context and TLS keys, with one line on stderr (from shard 0).
+ */
+void
+eng_listen_reload(struct eng_listen *l)
+{
+	const struct eng_config *cfg = *l->config;
+	if (cfg == l->tls_config_seen)
+		return;
+	l->tls_config_seen = cfg;
+	for (uint32_t i = 0; i < l->socket_count; i++) {
+		struct eng_listener *run = &l->listeners[i];
+		if (i >= cfg->listener_count || strcmp(cfg->listeners[i].name, run->name) != 0)
+			continue;
+		const struct eng_listener *next = &cfg->listeners[i];
+		struct eng_tls_ctx *ctx = NULL;
+		char err[ENG_TLS_ERROR_SIZE + 2u * ENG_CONFIG_PATH_SIZE];
+		if (next->tls_certificate[0] != '\0' &&
+		    eng_listen_tls_ctx_create(next, &ctx, err, sizeof(err)) < 0) {
+			if (l->shard_index == 0)
+				fprintf(stderr, "ringmail: SIGHUP: %s; the previous TLS certificate "
+						"stays\n", err);
+			continue;
+		}
+		eng_tls_ctx_put(l->tls_ctx[i]);
+		l->tls_ctx[i] = ctx;
+		memcpy(run->tls_certificate, next->tls_certificate, sizeof(run->tls_certificate));
+		memcpy(run->tls_key, next->tls_key, sizeof(run->tls_key));
+		run->require_tls = next->require_tls;
+	}
 }
 
 static struct eng_listen_counters *
@@ -338,9 +429,24 @@ eng_trace_format(struct eng_listen_conn *conn, char *out, size_t out_size)
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	const char *with = smtp_server_is_authenticated(s) ? "ESMTPA"
-			   : smtp_server_is_esmtp(s)	    ? "ESMTP"
-							    : "SMTP";
+	/* RFC 3848: ESMTPS under TLS, ESMTPA after AUTH, ESMTPSA both. */
+	bool tls = smtp_server_is_tls(s) && conn->tls_phase == ENG_CONN_TLS_ACTIVE;
+	bool auth = smtp_server_is_authenticated(s);
+	const char *with = !smtp_server_is_esmtp(s) ? "SMTP"
+			   : tls && auth	       ? "ESMTPSA"
+			   : tls		       ? "ESMTPS"
+			   : auth		       ? "ESMTPA"
+						       : "ESMTP";
+	char using[ENG_TLS_VERSION_SIZE + ENG_TLS_CIPHER_SIZE + 32];
+	using[0] = '\0';
+	if (tls) {
+		char version[ENG_TLS_VERSION_SIZE], cipher[ENG_TLS_CIPHER_SIZE];
+		eng_trace_clean(version, sizeof(version), conn->tls_info.version,
+				strnlen(conn->tls_info.version, sizeof(conn->tls_info.version)));
+		eng_trace_clean(cipher, sizeof(cipher), conn->tls_info.cipher,
+				strnlen(conn->tls_info.cipher, sizeof(conn->tls_info.cipher)));
+		snprintf(using, sizeof(using), "\r\n\t(using %s with cipher %s)", version, cipher);
+	}
 	rcpt[0] = '\0';
 	if (smtp_server_recipient_count(s) == 1) {
 		p = smtp_server_recipient(s, 0, &len);
@@ -349,9 +455,9 @@ eng_trace_format(struct eng_listen_conn *conn, char *out, size_t out_size)
 	const struct eng_listener *l = eng_conn_listener(conn);
 	uint64_t seq = ++conn->listen->trace_sequence;
 	int n = snprintf(out, out_size,
-			 "Received: from %s ([%s])\r\n\tby %s (ringmail) with %s id %02x.%" PRIx64
+			 "Received: from %s ([%s])%s\r\n\tby %s (ringmail) with %s id %02x.%" PRIx64
 			 "%s%s%s;\r\n\t%s\r\n",
-			 helo[0] != '\0' ? helo : "unknown", conn->ip_text, l->hostname, with,
+			 helo[0] != '\0' ? helo : "unknown", conn->ip_text, using, l->hostname, with,
 			 conn->listen->shard_index, seq, rcpt[0] != '\0' ? "\r\n\tfor <" : "",
 			 rcpt, rcpt[0] != '\0' ? ">" : "", date);
 	ENG_ASSERT(n > 0 && (size_t)n < out_size);
@@ -518,6 +624,19 @@ eng_conn_touch(struct eng_listen_conn *conn)
 static void eng_conn_recv_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags);
 static void eng_conn_send_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags);
 
+/* Where the next recv writes: the TLS ciphertext input once STARTTLS ran
+ * (not while closing: lingering input is discarded), else conn->in. */
+static void
+eng_conn_recv_space(struct eng_listen_conn *conn, uint8_t **ptr, size_t *size)
+{
+	if (conn->tls != NULL && !conn->closing) {
+		eng_tls_input_space(conn->tls, ptr, size);
+		return;
+	}
+	*ptr = conn->in;
+	*size = ENG_LISTEN_RECV_SIZE;
+}
+
 static void
 eng_conn_arm_recv(struct eng_listen_conn *conn)
 {
@@ -525,27 +644,82 @@ eng_conn_arm_recv(struct eng_listen_conn *conn)
 	ENG_ASSERT(conn->in_off == conn->in_len);
 	conn->in_off = 0;
 	conn->in_len = 0;
+	uint8_t *ptr = NULL;
+	size_t size = 0;
+	eng_conn_recv_space(conn, &ptr, &size);
+	ENG_ASSERT(size > 0); /* the pump checked the TLS input has room */
 	conn->recv_op.callback = eng_conn_recv_callback;
 	conn->recv_op.ctx = conn;
 	conn->recv_op.tag = ENG_CONN_TAG_RECV;
-	int ret = ring_prep_recv(conn->listen->ring, &conn->recv_op, conn->fd, conn->in,
-				 ENG_LISTEN_RECV_SIZE, 0);
+	int ret = ring_prep_recv(conn->listen->ring, &conn->recv_op, conn->fd, ptr,
+				 (uint32_t)size, 0);
 	ENG_ASSERT(ret == 0);
 	conn->recv_in_flight = true;
+}
+
+/* Under TLS: encrypt what conn->out holds into the ciphertext output (as
+ * far as it has room). Not while a raw send still reads conn->out. */
+static void
+eng_conn_encrypt(struct eng_listen_conn *conn)
+{
+	if (conn->tls_phase != ENG_CONN_TLS_ACTIVE || (conn->send_in_flight && !conn->send_is_cipher))
+		return;
+	for (uint32_t i = 0; i < ENG_LISTEN_OUT_SIZE && conn->out_sent < conn->out_len; i++) {
+		size_t taken = 0;
+		enum eng_tls_result r = eng_tls_write(conn->tls, conn->out + conn->out_sent,
+						      conn->out_len - conn->out_sent, &taken);
+		if (r != ENG_TLS_OK)
+			break; /* WANT_IO: the output drains first; errors end at send */
+		conn->out_sent += (uint32_t)taken;
+	}
+	if (conn->out_sent == conn->out_len) {
+		conn->out_sent = 0;
+		conn->out_len = 0;
+	}
+}
+
+/* A TLS write or read failed: nothing more can be sent on this stream. */
+static bool
+eng_conn_tls_failed(const struct eng_listen_conn *conn)
+{
+	return conn->tls != NULL && conn->tls->is_failed;
+}
+
+/* Anything still to go out: raw replies or TLS ciphertext. */
+static bool
+eng_conn_output_pending(const struct eng_listen_conn *conn)
+{
+	return conn->out_sent < conn->out_len ||
+	       (conn->tls != NULL && eng_tls_output_is_pending(conn->tls));
 }
 
 static void
 eng_conn_start_send(struct eng_listen_conn *conn)
 {
-	if (conn->send_in_flight || conn->out_sent == conn->out_len || conn->hard)
+	if (conn->hard)
 		return;
-	ENG_ASSERT(conn->out_sent < conn->out_len && conn->out_len <= ENG_LISTEN_OUT_SIZE);
+	eng_conn_encrypt(conn);
+	if (conn->send_in_flight)
+		return;
+	const uint8_t *ptr = NULL;
+	size_t size = 0;
+	conn->send_is_cipher = false;
+	if (conn->out_sent < conn->out_len && conn->tls_phase != ENG_CONN_TLS_ACTIVE) {
+		/* plaintext, the 220 to STARTTLS included: before any ciphertext */
+		ENG_ASSERT(conn->out_len <= ENG_LISTEN_OUT_SIZE);
+		ptr = conn->out + conn->out_sent;
+		size = conn->out_len - conn->out_sent;
+	} else if (conn->tls != NULL && eng_tls_output_is_pending(conn->tls)) {
+		eng_tls_output(conn->tls, &ptr, &size);
+		conn->send_is_cipher = true;
+	} else {
+		return;
+	}
 	conn->send_op.callback = eng_conn_send_callback;
 	conn->send_op.ctx = conn;
 	conn->send_op.tag = ENG_CONN_TAG_SEND;
-	int ret = ring_prep_send(conn->listen->ring, &conn->send_op, conn->fd,
-				 conn->out + conn->out_sent, conn->out_len - conn->out_sent,
-				 MSG_NOSIGNAL);
+	int ret = ring_prep_send(conn->listen->ring, &conn->send_op, conn->fd, ptr,
+				 (uint32_t)size, MSG_NOSIGNAL);
 	ENG_ASSERT(ret == 0);
 	conn->send_in_flight = true;
 }
@@ -556,7 +730,7 @@ eng_conn_take_output(struct eng_listen_conn *conn)
 {
 	if (conn->hard)
 		return false;
-	if (!conn->send_in_flight && conn->out_sent > 0) {
+	if ((!conn->send_in_flight || conn->send_is_cipher) && conn->out_sent > 0) {
 		memmove(conn->out, conn->out + conn->out_sent, conn->out_len - conn->out_sent);
 		conn->out_len -= conn->out_sent;
 		conn->out_sent = 0;
@@ -613,16 +787,25 @@ static void
 eng_conn_close_step(struct eng_listen_conn *conn)
 {
 	ENG_ASSERT(conn->closing);
+	if (!conn->hard && eng_conn_tls_failed(conn)) {
+		conn->hard = true; /* as eng_conn_begin_close(conn, true) */
+		conn->wr_shut = false;
+	}
 	if (conn->timer_in_flight)
 		eng_conn_cancel(conn, &conn->cancel_timer_op, &conn->timer_op,
 				&conn->cancel_timer_in_flight, eng_conn_cancel_callback,
 				ENG_CONN_TAG_CANCEL_TIMER);
 	if (!conn->hard && conn->append_in_flight)
 		return; /* its reply is sent first (append callback) */
-	if (!conn->hard && (conn->send_in_flight || conn->out_sent < conn->out_len)) {
+	eng_conn_start_send(conn); /* under TLS: encrypts the last replies */
+	if (!conn->hard && conn->tls_phase == ENG_CONN_TLS_ACTIVE && !conn->tls_notify_sent &&
+	    conn->out_sent == conn->out_len) {
+		conn->tls_notify_sent = true;
+		eng_tls_shutdown(conn->tls); /* close_notify after the last reply */
 		eng_conn_start_send(conn);
-		return;
 	}
+	if (!conn->hard && (conn->send_in_flight || eng_conn_output_pending(conn)))
+		return; /* the send callback comes back here */
 	if (!conn->wr_shut) {
 		conn->wr_shut = true;
 		(void)shutdown(conn->fd, conn->hard ? SHUT_RDWR : SHUT_WR);
@@ -672,6 +855,11 @@ eng_conn_maybe_release(struct eng_listen_conn *conn)
 	eng_ip_release(c, conn->ip_bucket);
 	eng_global_limit_release(&c->total);
 	smtp_server_fini(&conn->session);
+	if (conn->tls != NULL) {
+		eng_tls_end(conn->tls); /* drops this session's context reference */
+		free(conn->tls);
+		conn->tls = NULL;
+	}
 	if (conn->record_capacity > ENG_LISTEN_RECORD_KEEP) {
 		free(conn->record); /* a big message's buffer is not kept idle */
 		conn->record = NULL;
@@ -708,6 +896,12 @@ eng_conn_recv_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 		eng_conn_begin_close(conn, true);
 		return;
 	}
+	if (conn->tls != NULL) {
+		/* ciphertext: the pump decrypts it into conn->in */
+		eng_tls_input_commit(conn->tls, (size_t)res);
+		eng_conn_pump(conn);
+		return;
+	}
 	ENG_ASSERT((uint32_t)res <= ENG_LISTEN_RECV_SIZE);
 	conn->in_off = 0;
 	conn->in_len = (uint32_t)res;
@@ -727,11 +921,15 @@ eng_conn_send_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 		eng_conn_begin_close(conn, true);
 		return;
 	}
-	ENG_ASSERT((uint32_t)res <= conn->out_len - conn->out_sent);
-	conn->out_sent += (uint32_t)res;
-	if (conn->out_sent == conn->out_len) {
-		conn->out_sent = 0;
-		conn->out_len = 0;
+	if (conn->send_is_cipher) {
+		eng_tls_output_consume(conn->tls, (size_t)res);
+	} else {
+		ENG_ASSERT((uint32_t)res <= conn->out_len - conn->out_sent);
+		conn->out_sent += (uint32_t)res;
+		if (conn->out_sent == conn->out_len) {
+			conn->out_sent = 0;
+			conn->out_len = 0;
+		}
 	}
 	if (conn->closing)
 		eng_conn_close_step(conn);
@@ -764,10 +962,72 @@ eng_conn_auth(struct eng_listen_conn *conn, const struct smtp_server_auth *auth)
 	bool same_identity = auth->authzid_len == 0 ||
 			     (auth->authzid_len == auth->authcid_len &&
 			      memcmp(auth->authzid, auth->authcid, auth->authcid_len) == 0);
+	/* The session offers AUTH only under TLS or to a loopback client. */
 	if (table != NULL && conn->auth_offered && same_identity)
 		ok = eng_auth_check(table, (const char *)auth->authcid, auth->authcid_len,
 				    (const char *)auth->password, auth->password_len);
 	smtp_server_auth_result(&conn->session, ok);
+}
+
+/* The session answered 220 to STARTTLS: drop the rest of the input, let
+ * the 220 go out in plaintext, and put TLS between the ring and it. */
+static void
+eng_conn_starttls(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->tls == NULL && !conn->recv_in_flight);
+	/* CVE-2011-0411: bytes pipelined behind STARTTLS are never parsed */
+	conn->in_off = conn->in_len;
+	(void)eng_conn_take_output(conn); /* the 220, still plaintext */
+	struct eng_tls_ctx *ctx = conn->listen->tls_ctx[conn->listener_index];
+	struct eng_tls *tls = ctx != NULL ? calloc(1, sizeof(*tls)) : NULL;
+	if (tls != NULL && eng_tls_server_start(tls, ctx) < 0) {
+		eng_tls_end(tls);
+		free(tls);
+		tls = NULL;
+	}
+	if (tls == NULL) {
+		/* no memory (or the certificate went away): close after the 220 */
+		smtp_server_timeout(&conn->session);
+		return;
+	}
+	conn->tls = tls;
+	conn->tls_phase = ENG_CONN_TLS_HANDSHAKE;
+	eng_conn_touch(conn); /* the handshake runs under the command timeout */
+}
+
+/* Drive the TLS input once: finish the handshake, or decrypt the next
+ * plaintext into conn->in. 1: progress; 0: needs more ciphertext; -1: the
+ * connection is closing (failure or the client's close_notify). */
+static int
+eng_conn_tls_input(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(conn->tls != NULL && conn->in_off == conn->in_len);
+	enum eng_tls_result r;
+	if (conn->tls_phase == ENG_CONN_TLS_HANDSHAKE) {
+		r = eng_tls_handshake(conn->tls);
+		if (r == ENG_TLS_OK) {
+			conn->tls_phase = ENG_CONN_TLS_ACTIVE;
+			eng_tls_get_info(conn->tls, &conn->tls_info);
+			smtp_server_tls_started(&conn->session);
+			eng_conn_touch(conn);
+			return 1;
+		}
+	} else {
+		size_t got = 0;
+		r = eng_tls_read(conn->tls, conn->in, ENG_LISTEN_RECV_SIZE, &got);
+		if (r == ENG_TLS_OK) {
+			ENG_ASSERT(got > 0 && got <= ENG_LISTEN_RECV_SIZE);
+			conn->in_off = 0;
+			conn->in_len = (uint32_t)got;
+			return 1;
+		}
+	}
+	if (r == ENG_TLS_WANT_IO)
+		return 0;
+	/* A failed handshake or record: nothing more can be said safely. The
+	 * client's close_notify: flush what is pending, then close. */
+	eng_conn_begin_close(conn, r != ENG_TLS_CLOSED);
+	return -1;
 }
 
 static void
@@ -790,6 +1050,9 @@ eng_conn_event(struct eng_listen_conn *conn, const struct smtp_server_event *ev)
 		break;
 	case SMTP_SERVER_EV_AUTH:
 		eng_conn_auth(conn, &ev->auth);
+		break;
+	case SMTP_SERVER_EV_STARTTLS:
+		eng_conn_starttls(conn);
 		break;
 	case SMTP_SERVER_EV_NONE:
 	case SMTP_SERVER_EV_BLOCKED:
@@ -849,9 +1112,27 @@ eng_conn_pump(struct eng_listen_conn *conn)
 		return;
 	}
 	eng_conn_set_backpressure(conn);
-	bool closed = eng_conn_feed(conn) || smtp_server_is_closed(&conn->session);
+	bool closed = false;
+	/* Under TLS, plaintext comes record by record: feed each to the
+	 * session until the TLS input needs more ciphertext. */
+	for (uint32_t turn = 0;; turn++) {
+		ENG_ASSERT(turn <= ENG_TLS_CIPHER_IN_SIZE + 2u); /* each turn uses input */
+		closed = eng_conn_feed(conn) || smtp_server_is_closed(&conn->session);
+		if (closed || conn->tls == NULL || conn->append_in_flight ||
+		    conn->in_off != conn->in_len || conn->output_blocked)
+			break;
+		int progress = eng_conn_tls_input(conn);
+		if (progress < 0)
+			return; /* closing already */
+		if (progress == 0)
+			break;
+	}
 	(void)eng_conn_take_output(conn);
 	eng_conn_start_send(conn);
+	if (eng_conn_tls_failed(conn)) {
+		eng_conn_begin_close(conn, true); /* a TLS write failed */
+		return;
+	}
 	if (closed) {
 		conn->in_off = conn->in_len; /* the rest is never parsed */
 		eng_conn_begin_close(conn, false);
@@ -860,6 +1141,13 @@ eng_conn_pump(struct eng_listen_conn *conn)
 	if (conn->append_in_flight || conn->recv_in_flight || conn->in_off != conn->in_len ||
 	    conn->output_blocked)
 		return; /* resumed by the append, the recv, or the send callback */
+	uint8_t *space = NULL;
+	size_t space_size = 0;
+	eng_conn_recv_space(conn, &space, &space_size);
+	if (space_size == 0) {
+		eng_conn_begin_close(conn, true); /* a TLS record larger than allowed */
+		return;
+	}
 	eng_conn_arm_recv(conn);
 }
 
@@ -916,9 +1204,13 @@ eng_conn_session_init(struct eng_listen_conn *conn, const struct eng_listener *l
 	sc.message_size_max = lc->message_size_limit;
 	sc.recipients_max = lc->recipients_max;
 	sc.client_is_allowed = eng_listener_allows(lc, (const struct sockaddr *)peer);
-	/* AUTH only where the password cannot be sniffed: loopback, until TLS. */
-	conn->auth_offered = conn->listen->auth[conn->listener_index] != NULL && loopback;
+	sc.starttls_is_offered = conn->listen->tls_ctx[conn->listener_index] != NULL;
+	sc.tls_is_required = sc.starttls_is_offered && lc->require_tls;
+	/* AUTH only where the password cannot be sniffed: under TLS, or from
+	 * a loopback client (the session enforces it). */
+	conn->auth_offered = conn->listen->auth[conn->listener_index] != NULL;
 	sc.auth_is_offered = conn->auth_offered;
+	sc.auth_requires_tls = !loopback;
 	smtp_server_init(&conn->session, &sc);
 }
 
@@ -938,6 +1230,7 @@ static void
 eng_listen_admit(struct eng_listen_socket *sock, int fd)
 {
 	struct eng_listen *l = sock->listen;
+	eng_listen_reload(l);
 	const struct eng_listener *lc = eng_listen_refresh(l, sock->listener_index);
 	struct eng_listen_counters *c = &l->node->listeners[sock->listener_index];
 	char ip[ENG_LISTEN_IP_TEXT_SIZE];
@@ -1093,6 +1386,7 @@ eng_sweep_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	l->sweep_in_flight = false;
 	if (l->stopping)
 		return;
+	eng_listen_reload(l); /* a SIGHUP's certificate, without waiting for a client */
 	uint64_t now = eng_now_monotonic_ns();
 	for (uint32_t i = 0; i < l->conn_high; i++) {
 		if (l->conns[i].in_use)
@@ -1136,6 +1430,7 @@ static int
 eng_listen_open_all(struct eng_listen *l, char *err, size_t err_size)
 {
 	const struct eng_config *cfg = *l->config;
+	l->tls_config_seen = cfg;
 	for (uint32_t i = 0; i < cfg->listener_count; i++) {
 		const struct eng_listener *lc = &cfg->listeners[i];
 		if (lc->auth_file[0] != '\0') {
@@ -1145,6 +1440,11 @@ eng_listen_open_all(struct eng_listen *l, char *err, size_t err_size)
 				snprintf(err, err_size, "listener %s: %s", lc->name, why);
 				return ret;
 			}
+		}
+		if (lc->tls_certificate[0] != '\0') {
+			int ret = eng_listen_tls_ctx_create(lc, &l->tls_ctx[i], err, err_size);
+			if (ret < 0)
+				return ret;
 		}
 		struct eng_listen_socket *sock = &l->sockets[i];
 		sock->listen = l;
@@ -1280,6 +1580,7 @@ eng_listen_destroy(struct eng_listen *l)
 		if (l->sockets[i].fd >= 0)
 			close(l->sockets[i].fd);
 		eng_auth_free(l->auth[i]);
+		eng_tls_ctx_put(l->tls_ctx[i]);
 	}
 	for (uint32_t i = 0; i < l->conn_count; i++) {
 		ENG_ASSERT(!l->conns[i].in_use || !l->stopping);
@@ -1288,6 +1589,11 @@ eng_listen_destroy(struct eng_listen *l)
 	}
 	free(l->conns);
 	free(l);
+#ifdef FP_ECC
+	/* wolfSSL keeps an ECC cache per thread; this shard thread is ending.
+	 * XXX: belongs in eng_tls (a per-thread end call from eng_node). */
+	wc_ecc_fp_free();
+#endif
 }
 
 uint32_t

@@ -24,7 +24,8 @@
  *   Received: from HELO ([IP])
  *   	by HOSTNAME (ringmail) with ESMTP id SS.N
  *   	for <rcpt>; DATE                  ("for" only with one recipient)
- * (ESMTPA after AUTH, SMTP after HELO). The queue id is not known before
+ * (ESMTPA after AUTH, SMTP after HELO, ESMTPS/ESMTPSA under TLS with a
+ * "(using TLSv1.3 with cipher ...)" comment after the from clause). The queue id is not known before
  * the spool places the record, so the trace id is the shard (2 hex digits)
  * and a per-shard sequence number; the 250 reply and the delivery log
  * carry the queue id. HELO text is reduced to printable ASCII without
@@ -38,6 +39,13 @@
  * (command_timeout, data_timeout) and the whole-session deadline
  * (session_deadline) are checked by one sweep timer per shard each second:
  * the client gets 421 4.4.2 and is closed (slowloris).
+ *
+ * STARTTLS (RFC 3207, issue 7): a listener with tls_certificate and
+ * tls_key offers it; AUTH is offered only under TLS or to a loopback
+ * client; require_tls answers 530 before it; commands pipelined behind
+ * STARTTLS are dropped (CVE-2011-0411). The Received: header then says
+ * ESMTPS (ESMTPSA after AUTH, RFC 3848) and "(using VERSION with cipher
+ * CIPHER)". See eng_listen.c for the I/O path and docs/tls.md.
  *
  * Ownership: the listener belongs to one shard thread and borrows its
  * ring, spool, delivery state and config pointer (read on every new
@@ -106,6 +114,18 @@ struct eng_listen *eng_listen_create(struct ring *ring, const struct eng_config 
  */
 void eng_listen_stop(struct eng_listen *listen);
 void eng_listen_destroy(struct eng_listen *listen);
+
+/*
+ * The shard's configuration pointer changed (SIGHUP): make the listeners'
+ * TLS server contexts again from tls_certificate/tls_key (files read
+ * again; sessions already running keep theirs) and adopt require_tls. A
+ * certificate that cannot be loaded keeps the previous context, with one
+ * line on stderr. Called on the shard's thread; cheap when nothing changed
+ * (a pointer comparison). The listener also calls it at every accept and
+ * every sweep (1 s), so calling it from the shard's reload handler only
+ * makes it immediate.
+ */
+void eng_listen_reload(struct eng_listen *listen);
 
 /* Connections open on this shard now. */
 uint32_t eng_listen_connections(const struct eng_listen *listen);

@@ -89,6 +89,9 @@ eng_shard_control(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	}
 	struct eng_node *node = shard->node;
 	shard->config = __atomic_load_n(&node->config, __ATOMIC_ACQUIRE);
+	/* New TLS certificates for new sessions now, not at the next accept. */
+	if (shard->listen != NULL)
+		eng_listen_reload(shard->listen);
 	atomic_store(&shard->config_generation, atomic_load(&node->config_generation));
 	eng_shard_report(shard, ENG_REPORT_RELOADED);
 }

@@ -22,6 +22,12 @@
  * protocol error (a 421 excepted: the server is closing), so replies are
  * never shifted onto other commands (reliability.md 2.6, OUT-07).
  *
+ * STARTTLS: the reply to STARTTLS is dispatched knowing whether more bytes
+ * followed it in the same feed (bytes_follow): after a 2xx that is
+ * response injection. State TLS awaits no reply; any byte fed in it is
+ * injection too. smtp_client_tls_started() resets the parser and the
+ * capabilities and says EHLO again; is_tls stops a second STARTTLS.
+ *
  * Invariants:
  * - replies_count <= commands_sent_count <= commands_produced_count.
  * - out_head <= out_used <= SMTP_CLIENT_OUTPUT_SIZE; out_buf bytes before
@@ -79,11 +85,19 @@ static const struct local_status local_no_smtputf8 = {
 	554, 5, 6, 7, "SMTPUTF8 is required, but was not offered by the server" };
 static const struct local_status local_no_rcpt = {
 	554, 5, 5, 1, "no valid recipients" };
+static const struct local_status local_tls_required = {
+	451, 4, 7, 4, "TLS is required, but STARTTLS was not offered or was refused" };
+static const struct local_status local_tls_injection = {
+	451, 4, 7, 0, "bytes after the STARTTLS reply (response injection)" };
+static const struct local_status local_tls_failed = {
+	451, 4, 7, 0, "TLS failure with the server" };
 
 static const char *const state_names[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_STATE_GREETING] = "GREETING",
 	[SMTP_CLIENT_STATE_EHLO] = "EHLO",
 	[SMTP_CLIENT_STATE_HELO] = "HELO",
+	[SMTP_CLIENT_STATE_STARTTLS] = "STARTTLS",
+	[SMTP_CLIENT_STATE_TLS] = "TLS",
 	[SMTP_CLIENT_STATE_IDLE] = "IDLE",
 	[SMTP_CLIENT_STATE_RSET] = "RSET",
 	[SMTP_CLIENT_STATE_MAIL] = "MAIL",
@@ -106,6 +120,9 @@ static const char *const error_names[SMTP_CLIENT_ERROR_COUNT] = {
 	[SMTP_CLIENT_ERROR_GREETING_REJECTED] = "greeting rejected",
 	[SMTP_CLIENT_ERROR_HELO_REJECTED] = "EHLO/HELO rejected",
 	[SMTP_CLIENT_ERROR_RSET_REJECTED] = "RSET rejected",
+	[SMTP_CLIENT_ERROR_TLS_REQUIRED] = "TLS required but not available",
+	[SMTP_CLIENT_ERROR_TLS_INJECTION] = "bytes after the STARTTLS reply",
+	[SMTP_CLIENT_ERROR_TLS_FAILED] = "TLS failure",
 };
 
 const char *
@@ -178,7 +195,7 @@ static void
 event_emit(struct smtp_client *client, const struct smtp_event *event)
 {
 	ENG_ASSERT(!client->is_in_callback);
-	ENG_ASSERT(event->type >= SMTP_EV_READY && event->type <= SMTP_EV_CLOSED);
+	ENG_ASSERT(event->type >= SMTP_EV_READY && event->type <= SMTP_EV_STARTTLS);
 	client->is_in_callback = true;
 	client->event_callback(client->event_ctx, event);
 	client->is_in_callback = false;
@@ -217,7 +234,7 @@ emit_simple(struct smtp_client *client, enum smtp_event_type type, enum smtp_cli
 {
 	struct smtp_event event;
 
-	ENG_ASSERT(type == SMTP_EV_READY || type == SMTP_EV_CLOSED);
+	ENG_ASSERT(type == SMTP_EV_READY || type == SMTP_EV_CLOSED || type == SMTP_EV_STARTTLS);
 	ENG_ASSERT(error < SMTP_CLIENT_ERROR_COUNT);
 	memset(&event, 0, sizeof(event));
 	event.type = type;
@@ -473,6 +490,8 @@ state_timeout_ms(const struct smtp_client *client)
 		return timeouts->greeting_ms;
 	case SMTP_CLIENT_STATE_EHLO:
 	case SMTP_CLIENT_STATE_HELO:
+	case SMTP_CLIENT_STATE_STARTTLS:
+	case SMTP_CLIENT_STATE_TLS: /* the handshake, run by the engine */
 		return timeouts->helo_ms;
 	case SMTP_CLIENT_STATE_RSET:
 		return timeouts->rset_ms;
@@ -532,6 +551,12 @@ error_local_status(enum smtp_client_error error)
 		return &local_lost;
 	if (error == SMTP_CLIENT_ERROR_RSET_REJECTED)
 		return &local_rset;
+	if (error == SMTP_CLIENT_ERROR_TLS_REQUIRED)
+		return &local_tls_required;
+	if (error == SMTP_CLIENT_ERROR_TLS_INJECTION)
+		return &local_tls_injection;
+	if (error == SMTP_CLIENT_ERROR_TLS_FAILED)
+		return &local_tls_failed;
 	return &local_protocol;
 }
 
@@ -586,7 +611,9 @@ reply_out_of_sequence(struct smtp_client *client, const struct smtp_reply *reply
 	session_fail(client, SMTP_CLIENT_ERROR_BAD_REPLY_CODE, SMTP_REPLY_ERROR_NONE, reply);
 }
 
-/* A rejection the session survives only to say QUIT: report, then QUIT. */
+/* A rejection the session survives only to say QUIT: report, then QUIT.
+ * reply NULL: a local refusal (TLS required), reported with its local
+ * status, never the server's (a 5xx to STARTTLS must not bounce mail). */
 static void
 session_reject(struct smtp_client *client, enum smtp_client_error error,
 	       const struct smtp_reply *reply)
@@ -595,11 +622,15 @@ session_reject(struct smtp_client *client, enum smtp_client_error error,
 
 	ENG_ASSERT(client->message == NULL);
 	ENG_ASSERT(error == SMTP_CLIENT_ERROR_GREETING_REJECTED ||
-		   error == SMTP_CLIENT_ERROR_HELO_REJECTED);
+		   error == SMTP_CLIENT_ERROR_HELO_REJECTED ||
+		   (error == SMTP_CLIENT_ERROR_TLS_REQUIRED && reply == NULL));
 	memset(&event, 0, sizeof(event));
 	event.type = SMTP_EV_ERROR;
 	event.error = error;
-	status_from_reply(reply, &event.status);
+	if (reply != NULL)
+		status_from_reply(reply, &event.status);
+	else
+		status_from_local(error_local_status(error), &event.status);
 	event_emit(client, &event);
 	client->quit_error = error;
 	output_push_text(client, "QUIT\r\n");
@@ -647,6 +678,29 @@ on_greeting(struct smtp_client *client, const struct smtp_reply *reply)
 	smtp_client_enter_state(client, SMTP_CLIENT_STATE_EHLO);
 }
 
+/* After EHLO/HELO: send STARTTLS when the policy asks and the server
+ * offers it; refuse to go on without TLS under REQUIRED. True when the
+ * session does not go idle now. */
+static bool
+tls_begin(struct smtp_client *client)
+{
+	ENG_ASSERT(client->message == NULL);
+	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_EHLO ||
+		   client->state == SMTP_CLIENT_STATE_HELO);
+	if (client->is_tls || client->config.tls_policy == SMTP_CLIENT_TLS_NONE)
+		return false;
+	if (smtp_ehlo_has(&client->caps, SMTP_EXT_STARTTLS)) {
+		output_push_text(client, "STARTTLS\r\n");
+		smtp_client_enter_state(client, SMTP_CLIENT_STATE_STARTTLS);
+		return true;
+	}
+	if (client->config.tls_policy == SMTP_CLIENT_TLS_REQUIRED) {
+		session_reject(client, SMTP_CLIENT_ERROR_TLS_REQUIRED, NULL);
+		return true;
+	}
+	return false; /* opportunistic: plaintext (OUT-04) */
+}
+
 static void
 on_helo(struct smtp_client *client, const struct smtp_reply *reply)
 {
@@ -674,7 +728,40 @@ on_helo(struct smtp_client *client, const struct smtp_reply *reply)
 		smtp_ehlo_caps_init(&client->caps);
 	client->is_pipelining = !client->config.pipelining_is_disabled &&
 				smtp_ehlo_has(&client->caps, SMTP_EXT_PIPELINING);
-	session_idle(client);
+	if (!tls_begin(client))
+		session_idle(client);
+}
+
+/*
+ * The STARTTLS reply. bytes_follow: more bytes came after it in the same
+ * feed; after a 2xx that is response injection (OUT-03): drop the session,
+ * nothing read before the handshake may be trusted.
+ */
+static void
+on_starttls(struct smtp_client *client, const struct smtp_reply *reply, bool bytes_follow)
+{
+	uint32_t reply_class = smtp_reply_class(reply);
+
+	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_STARTTLS);
+	ENG_ASSERT(client->message == NULL && !client->is_tls);
+	if (reply_class == 3) {
+		reply_out_of_sequence(client, reply);
+		return;
+	}
+	if (reply_class == 2 && bytes_follow) {
+		session_fail(client, SMTP_CLIENT_ERROR_TLS_INJECTION, SMTP_REPLY_ERROR_NONE, NULL);
+		return;
+	}
+	if (reply_class == 2) {
+		smtp_client_enter_state(client, SMTP_CLIENT_STATE_TLS);
+		emit_simple(client, SMTP_EV_STARTTLS, SMTP_CLIENT_ERROR_NONE);
+		return;
+	}
+	if (client->config.tls_policy == SMTP_CLIENT_TLS_REQUIRED) {
+		session_reject(client, SMTP_CLIENT_ERROR_TLS_REQUIRED, NULL);
+		return;
+	}
+	session_idle(client); /* opportunistic: refused, go on in plaintext */
 }
 
 /* 354: send the body, or only the terminator when no recipient was
@@ -806,9 +893,10 @@ on_dot(struct smtp_client *client, const struct smtp_reply *reply)
 	transaction_end(client);
 }
 
-/* A complete reply. reply_is_awaited was decided at its first byte. */
+/* A complete reply. reply_is_awaited was decided at its first byte.
+ * bytes_follow: the feed holds more bytes after this reply. */
 static void
-reply_dispatch(struct smtp_client *client, const struct smtp_reply *reply)
+reply_dispatch(struct smtp_client *client, const struct smtp_reply *reply, bool bytes_follow)
 {
 	ENG_ASSERT(client->state != SMTP_CLIENT_STATE_CLOSED);
 	ENG_ASSERT(client->replies_count <= client->commands_sent_count);
@@ -831,6 +919,9 @@ reply_dispatch(struct smtp_client *client, const struct smtp_reply *reply)
 	case SMTP_CLIENT_STATE_HELO:
 		on_helo(client, reply);
 		break;
+	case SMTP_CLIENT_STATE_STARTTLS:
+		on_starttls(client, reply, bytes_follow);
+		break;
 	case SMTP_CLIENT_STATE_RSET:
 	case SMTP_CLIENT_STATE_MAIL:
 	case SMTP_CLIENT_STATE_RCPT:
@@ -845,7 +936,7 @@ reply_dispatch(struct smtp_client *client, const struct smtp_reply *reply)
 	case SMTP_CLIENT_STATE_QUIT:
 		session_close(client, client->quit_error);
 		break;
-	default: /* IDLE and BODY await nothing: reply_is_awaited was false */
+	default: /* IDLE, TLS and BODY await nothing: reply_is_awaited was false */
 		ENG_PANIC("smtp_client: reply awaited in a state that awaits none");
 	}
 }
@@ -994,6 +1085,12 @@ smtp_client_feed(struct smtp_client *client, const uint8_t *ptr, size_t len, uin
 		size_t consumed = 0;
 		enum smtp_parse_result result;
 
+		if (client->state == SMTP_CLIENT_STATE_TLS) {
+			/* Plaintext while the handshake is owed: injection. */
+			session_fail(client, SMTP_CLIENT_ERROR_TLS_INJECTION,
+				     SMTP_REPLY_ERROR_NONE, NULL);
+			break;
+		}
 		if (smtp_reply_parser_is_between_replies(&client->parser))
 			client->reply_is_awaited =
 				client->replies_count < client->commands_sent_count;
@@ -1007,7 +1104,7 @@ smtp_client_feed(struct smtp_client *client, const uint8_t *ptr, size_t len, uin
 			break;
 		}
 		ENG_ASSERT(consumed > 0);
-		reply_dispatch(client, &client->parser.reply);
+		reply_dispatch(client, &client->parser.reply, pos < len);
 		if (client->state != SMTP_CLIENT_STATE_CLOSED)
 			deadline_refresh(client, now_ms);
 	}
@@ -1136,6 +1233,42 @@ smtp_client_quit(struct smtp_client *client, uint64_t now_ms)
 	output_push_text(client, "QUIT\r\n");
 	smtp_client_enter_state(client, SMTP_CLIENT_STATE_QUIT);
 	deadline_refresh(client, now_ms);
+}
+
+void
+smtp_client_tls_started(struct smtp_client *client, uint64_t now_ms)
+{
+	ENG_ASSERT(client != NULL && !client->is_in_callback);
+	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_TLS);
+	ENG_ASSERT(commands_pending_size(client) == 0 && !client->is_tls);
+	ENG_ASSERT(client->replies_count == client->commands_sent_count);
+	/* RFC 3207 4.2: forget everything learnt before TLS. */
+	client->is_tls = true;
+	smtp_ehlo_caps_init(&client->caps);
+	client->is_pipelining = false;
+	smtp_reply_parser_init(&client->parser);
+	output_push_helo(client, "EHLO ");
+	smtp_client_enter_state(client, SMTP_CLIENT_STATE_EHLO);
+	deadline_refresh(client, now_ms);
+}
+
+void
+smtp_client_tls_failed(struct smtp_client *client, uint64_t now_ms)
+{
+	ENG_ASSERT(client != NULL);
+	ENG_ASSERT(!client->is_in_callback);
+	(void)now_ms;
+	if (client->state == SMTP_CLIENT_STATE_CLOSED)
+		return;
+	session_fail(client, SMTP_CLIENT_ERROR_TLS_FAILED, SMTP_REPLY_ERROR_NONE, NULL);
+}
+
+bool
+smtp_client_is_tls(const struct smtp_client *client)
+{
+	ENG_ASSERT(client != NULL);
+	ENG_ASSERT(client->state < SMTP_CLIENT_STATE_COUNT);
+	return client->is_tls;
 }
 
 enum smtp_client_state

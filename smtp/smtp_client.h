@@ -16,10 +16,12 @@
  *   smtp_client_connection_lost()  EOF, reset or abort by the engine
  *   smtp_client_start_message() start a transaction (only when idle)
  *   smtp_client_quit()          say goodbye (only when idle)
+ *   smtp_client_tls_started()   the TLS handshake the session asked for is done
+ *   smtp_client_tls_failed()    the TLS layer failed (handshake, alert, close_notify)
  *
  * Events come back through the event callback, synchronously, from inside
  * those calls: SMTP_EV_READY, SMTP_EV_RCPT, SMTP_EV_MESSAGE_DONE,
- * SMTP_EV_MESSAGE_FAILED, SMTP_EV_ERROR, SMTP_EV_CLOSED (see enum
+ * SMTP_EV_MESSAGE_FAILED, SMTP_EV_STARTTLS, SMTP_EV_ERROR, SMTP_EV_CLOSED (see enum
  * smtp_event_type). The callback must not call back into the same session
  * (asserted): it records what happened, and the engine acts after the
  * call returns (for example starts the next message after READY).
@@ -32,6 +34,18 @@
  *   replies are matched to the commands strictly in order. Without it:
  *   lock-step, one command, one reply.
  * - RSET precedes every transaction but the first on a connection.
+ * - STARTTLS (RFC 3207), by config.tls_policy: after EHLO, when the policy
+ *   is not NONE and STARTTLS is offered, the session sends STARTTLS. A 2xx
+ *   reply with ANY byte after it in the same feed is response injection
+ *   (reliability.md OUT-03): protocol error (SMTP_CLIENT_ERROR_TLS_INJECTION),
+ *   the session closes without another byte. Otherwise SMTP_EV_STARTTLS
+ *   tells the engine to run the handshake (state TLS, which awaits no
+ *   reply; bytes fed in it are injection too); then the engine calls
+ *   smtp_client_tls_started(): every capability is forgotten and EHLO is
+ *   sent again (never STARTTLS twice). STARTTLS not offered (or HELO
+ *   fallback) or answered 4xx/5xx (OUT-04): OPPORTUNISTIC goes on in
+ *   plaintext; REQUIRED fails the session before any MAIL with
+ *   SMTP_CLIENT_ERROR_TLS_REQUIRED (local 451 4.7.4) and says QUIT.
  * - One transaction in flight per session; several per connection.
  * - Every awaited reply has a deadline (struct smtp_client_timeouts,
  *   defaults from RFC 5321 4.5.3.2). Sending the body has the data block
@@ -119,6 +133,8 @@ enum smtp_client_state {
 	SMTP_CLIENT_STATE_GREETING = 0, /* awaiting the 220 greeting */
 	SMTP_CLIENT_STATE_EHLO,		/* awaiting the EHLO reply */
 	SMTP_CLIENT_STATE_HELO,		/* awaiting the HELO reply (EHLO got 5xx) */
+	SMTP_CLIENT_STATE_STARTTLS,	/* awaiting the STARTTLS reply */
+	SMTP_CLIENT_STATE_TLS,		/* 220 to STARTTLS: the engine runs the handshake */
 	SMTP_CLIENT_STATE_IDLE,		/* no transaction: start a message or QUIT */
 	SMTP_CLIENT_STATE_RSET,		/* awaiting the RSET reply */
 	SMTP_CLIENT_STATE_MAIL,		/* awaiting the MAIL FROM reply */
@@ -142,6 +158,9 @@ enum smtp_client_error {
 	SMTP_CLIENT_ERROR_GREETING_REJECTED, /* greeting not 2xx (and not 421) */
 	SMTP_CLIENT_ERROR_HELO_REJECTED,     /* EHLO 4xx, or HELO not 2xx */
 	SMTP_CLIENT_ERROR_RSET_REJECTED,     /* RSET not 2xx */
+	SMTP_CLIENT_ERROR_TLS_REQUIRED,	     /* policy REQUIRED: no STARTTLS, or refused */
+	SMTP_CLIENT_ERROR_TLS_INJECTION,     /* bytes after the STARTTLS 220 (OUT-03) */
+	SMTP_CLIENT_ERROR_TLS_FAILED,	     /* handshake or TLS error (engine's word) */
 	SMTP_CLIENT_ERROR_COUNT
 };
 
@@ -165,6 +184,17 @@ enum smtp_event_type {
 	SMTP_EV_ERROR,
 	/* The session is over: close the socket. Last event of a session. */
 	SMTP_EV_CLOSED,
+	/* STARTTLS answered 2xx with nothing after it: run the TLS handshake
+	 * on the connection, then call smtp_client_tls_started() (or
+	 * smtp_client_tls_failed()). Nothing is sent or fed meanwhile. */
+	SMTP_EV_STARTTLS,
+};
+
+/* STARTTLS use (RFC 3207). NONE is 0: a zeroed config never asks for TLS. */
+enum smtp_client_tls_policy {
+	SMTP_CLIENT_TLS_NONE = 0,	/* never send STARTTLS */
+	SMTP_CLIENT_TLS_OPPORTUNISTIC,	/* when offered; plaintext when not or refused */
+	SMTP_CLIENT_TLS_REQUIRED,	/* when offered; else fail before MAIL (4.7.4) */
 };
 
 /* A reply code, enhanced status and text: received, or made up locally
@@ -231,6 +261,7 @@ struct smtp_client_config {
 	size_t helo_name_len;
 	struct smtp_client_timeouts timeouts;
 	bool pipelining_is_disabled; /* lock-step even when PIPELINING is offered */
+	enum smtp_client_tls_policy tls_policy;
 };
 
 /* A session. Fields are private to smtp_client.c; read them through the
@@ -268,6 +299,7 @@ struct smtp_client {
 	bool is_dot_only; /* lone ".\r\n" instead of the body (OUT-06) */
 	bool is_pipelining;
 	bool rset_is_needed;
+	bool is_tls; /* the handshake completed: no second STARTTLS */
 	enum smtp_client_error quit_error; /* reason QUIT was sent, if not asked */
 	char out_buf[SMTP_CLIENT_OUTPUT_SIZE];
 };
@@ -350,7 +382,22 @@ bool smtp_client_start_message(struct smtp_client *client, const struct smtp_mes
  * the reply (or its timeout). */
 void smtp_client_quit(struct smtp_client *client, uint64_t now_ms);
 
+/*
+ * The TLS handshake asked for by SMTP_EV_STARTTLS completed (state TLS,
+ * asserted): capabilities are forgotten, the reply parser reset, and EHLO
+ * is sent again; later replies are read from the decrypted stream.
+ */
+void smtp_client_tls_started(struct smtp_client *client, uint64_t now_ms);
+
+/* The TLS layer failed (handshake error, alert, close_notify, a record
+ * that does not decrypt): like a lost connection, with
+ * SMTP_CLIENT_ERROR_TLS_FAILED and a local 451 4.7.0 status; a message
+ * whose body was fully sent has an unknown outcome. No-op when closed. */
+void smtp_client_tls_failed(struct smtp_client *client, uint64_t now_ms);
+
 enum smtp_client_state smtp_client_state(const struct smtp_client *client);
+/* True once the session runs over TLS (smtp_client_tls_started). */
+bool smtp_client_is_tls(const struct smtp_client *client);
 bool smtp_client_is_idle(const struct smtp_client *client);
 bool smtp_client_is_closed(const struct smtp_client *client);
 /* Capabilities of the last EHLO (none after HELO). */

@@ -18,9 +18,13 @@
  * - DATA_START is followed by exactly one MESSAGE or DATA_ABORT.
  * - Peer input is never asserted on; assertions guard API misuse.
  *
+ * - In ST_TLS_WAIT (after STARTTLS, before tls_started) no input byte is
+ *   ever parsed: CVE-2011-0411.
+ *
  * References: RFC 5321, 1869 (SIZE), 2034/3463 (enhanced codes), 2920
- * (PIPELINING), 3030 (CHUNKING), 4954/4616 (AUTH), 6152 (8BITMIME), 6531
- * (SMTPUTF8); reliability.md 8.1; CVE-2023-51764 (smuggling).
+ * (PIPELINING), 3030 (CHUNKING), 3207 (STARTTLS), 4954/4616 (AUTH), 6152
+ * (8BITMIME), 6531 (SMTPUTF8); reliability.md 8.1; CVE-2023-51764
+ * (smuggling), CVE-2011-0411 (STARTTLS command injection).
  */
 #include "smtp_server.h"
 
@@ -36,6 +40,7 @@ enum smtp_server_state {
 	ST_AUTH,	/* reading an AUTH continuation line */
 	ST_DATA,	/* inside DATA */
 	ST_BDAT,	/* reading BDAT chunk bytes */
+	ST_TLS_WAIT,	/* after STARTTLS: input discarded until tls_started */
 };
 
 enum auth_step {
@@ -133,6 +138,33 @@ sync_error(struct smtp_server *s)
 {
 	(void)out_printf(s, "554 5.5.1 Error: SMTP protocol synchronization\r\n");
 	close_session(s);
+}
+
+/* require_tls and not encrypted yet: MAIL, RCPT, DATA, BDAT, AUTH wait. */
+static bool
+tls_is_missing(const struct smtp_server *s)
+{
+	return s->config.tls_is_required && !s->is_tls;
+}
+
+#define TLS_FIRST_REPLY "530 5.7.0 Must issue a STARTTLS command first\r\n"
+
+/* Refuse the command with 530 if TLS is required first. */
+static bool
+tls_refuse(struct smtp_server *s)
+{
+	if (!tls_is_missing(s))
+		return false;
+	reply_fail(s, TLS_FIRST_REPLY);
+	return true;
+}
+
+/* AUTH may be advertised and used now (RFC 4954 4: not in plaintext
+ * unless the caller trusts the path, i.e. a loopback client). */
+static bool
+auth_is_available(const struct smtp_server *s)
+{
+	return s->config.auth_is_offered && (s->is_tls || !s->config.auth_requires_tls);
 }
 
 /* ---- envelope ------------------------------------------------------- */
@@ -611,6 +643,8 @@ cmd_mail(struct smtp_server *s, const uint8_t *a, size_t n)
 	enum addr_result ar;
 	enum param_result pr;
 
+	if (tls_refuse(s))
+		return;
 	if (!s->has_helo) {
 		reply_fail(s, "503 5.5.1 Error: send HELO/EHLO first\r\n");
 		return;
@@ -671,6 +705,8 @@ cmd_rcpt(struct smtp_server *s, const uint8_t *a, size_t n)
 	enum addr_result ar;
 	enum param_result pr;
 
+	if (tls_refuse(s))
+		return;
 	if (!s->has_mail) {
 		reply_fail(s, "503 5.5.1 Error: need MAIL command\r\n");
 		return;
@@ -724,7 +760,7 @@ cmd_rcpt(struct smtp_server *s, const uint8_t *a, size_t n)
 static void
 cmd_ehlo(struct smtp_server *s, const uint8_t *a, size_t n, bool is_ehlo)
 {
-	const char *lines[8];
+	const char *lines[9];
 	size_t count = 0;
 	char size_line[40];
 
@@ -759,7 +795,9 @@ cmd_ehlo(struct smtp_server *s, const uint8_t *a, size_t n, bool is_ehlo)
 	lines[count++] = "ENHANCEDSTATUSCODES";
 	if (!s->config.chunking_is_disabled)
 		lines[count++] = "CHUNKING";
-	if (s->config.auth_is_offered)
+	if (s->config.starttls_is_offered && !s->is_tls)
+		lines[count++] = "STARTTLS";
+	if (auth_is_available(s))
 		lines[count++] = "AUTH PLAIN LOGIN";
 	ENG_ASSERT(count <= sizeof(lines) / sizeof(lines[0]));
 	for (size_t i = 0; i < count; i++)
@@ -770,6 +808,8 @@ static void
 cmd_data(struct smtp_server *s, size_t n, struct smtp_server_event *ev)
 {
 	s->sync_is_pending = true; /* RFC 2920 3.1: wait for 354 */
+	if (tls_refuse(s))
+		return;
 	if (n != 0) {
 		reply_fail(s, "501 5.5.4 Syntax: DATA\r\n");
 		return;
@@ -862,16 +902,17 @@ cmd_bdat(struct smtp_server *s, const uint8_t *a, size_t n, struct smtp_server_e
 	s->bdat_is_last = i < n;
 	s->state = ST_BDAT;
 	s->chunk_size = size;
-	if (s->config.chunking_is_disabled || !s->is_esmtp || !s->has_mail ||
-	    s->rcpts_count == 0) {
+	if (s->config.chunking_is_disabled || !s->is_esmtp || tls_is_missing(s) ||
+	    !s->has_mail || s->rcpts_count == 0) {
 		/* RFC 3030 2: the chunk is read and discarded, never parsed */
 		bool off = s->config.chunking_is_disabled || !s->is_esmtp;
 
 		s->deferred_reply_len = (uint32_t)snprintf(
 			s->deferred_reply, sizeof(s->deferred_reply), "%s",
-			off		? "502 5.5.1 Error: command not implemented\r\n"
-			: !s->has_mail			? "503 5.5.1 Error: need MAIL command\r\n"
-							: "503 5.5.1 Error: need RCPT command\r\n");
+			off		     ? "502 5.5.1 Error: command not implemented\r\n"
+			: tls_is_missing(s) ? TLS_FIRST_REPLY
+			: !s->has_mail	     ? "503 5.5.1 Error: need MAIL command\r\n"
+					     : "503 5.5.1 Error: need RCPT command\r\n");
 		s->body_error = BODY_BDAT_SEQ;
 		return;
 	}
@@ -910,8 +951,8 @@ cmd_simple(struct smtp_server *s, const uint8_t *verb, size_t vn, size_t an)
 	} else if (equals_word(verb, vn, "HELP")) {
 		(void)out_printf(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET "
 				    "NOOP QUIT VRFY HELP\r\n");
-	} else if (equals_word(verb, vn, "EXPN") || equals_word(verb, vn, "STARTTLS") ||
-		   equals_word(verb, vn, "ETRN") || equals_word(verb, vn, "TURN")) {
+	} else if (equals_word(verb, vn, "EXPN") || equals_word(verb, vn, "ETRN") ||
+		   equals_word(verb, vn, "TURN")) {
 		reply_fail(s, "502 5.5.1 Error: command not implemented\r\n");
 	} else {
 		reply_fail(s, "500 5.5.2 Error: command not recognized\r\n");
@@ -1071,8 +1112,17 @@ cmd_auth(struct smtp_server *s, const uint8_t *a, size_t n, struct smtp_server_e
 	size_t mn = sp != NULL ? (size_t)(sp - a) : n;
 
 	s->sync_is_pending = true;
-	if (!s->config.auth_is_offered) {
+	if (tls_refuse(s))
+		return;
+	if (!s->config.auth_is_offered ||
+	    (!auth_is_available(s) && !s->config.starttls_is_offered)) {
 		reply_fail(s, "503 5.5.1 Error: authentication not enabled\r\n");
+		return;
+	}
+	if (!auth_is_available(s)) {
+		/* RFC 4954 6: the mechanism needs the channel encrypted */
+		reply_fail(s, "538 5.7.11 Encryption required for requested authentication "
+			      "mechanism\r\n");
 		return;
 	}
 	if (!s->is_esmtp) {
@@ -1104,6 +1154,32 @@ cmd_auth(struct smtp_server *s, const uint8_t *a, size_t n, struct smtp_server_e
 	(void)out_printf(s, "%s\r\n", s->sub_state == AUTH_STEP_PLAIN ? "334 " : "334 VXNlcm5hbWU6");
 }
 
+/* ---- STARTTLS (RFC 3207) ------------------------------------------- */
+
+static void
+cmd_starttls(struct smtp_server *s, size_t an, struct smtp_server_event *ev)
+{
+	if (!s->config.starttls_is_offered) {
+		reply_fail(s, "502 5.5.1 Error: command not implemented\r\n");
+		return;
+	}
+	if (s->is_tls) {
+		reply_fail(s, "503 5.5.1 Error: TLS already active\r\n");
+		return;
+	}
+	if (an != 0) {
+		reply_fail(s, "501 5.5.4 Syntax: STARTTLS\r\n");
+		return;
+	}
+	if (s->has_mail) {
+		reply_fail(s, "503 5.5.1 Error: MAIL transaction in progress\r\n");
+		return;
+	}
+	(void)out_printf(s, "220 2.0.0 Ready to start TLS\r\n");
+	s->state = ST_TLS_WAIT; /* from here on nothing is parsed until TLS */
+	ev->type = SMTP_SERVER_EV_STARTTLS;
+}
+
 /* ---- command lines -------------------------------------------------- */
 
 static void
@@ -1132,6 +1208,8 @@ command(struct smtp_server *s, const uint8_t *p, size_t n, struct smtp_server_ev
 		cmd_bdat(s, a, an, ev);
 	else if (equals_word(p, vn, "AUTH"))
 		cmd_auth(s, a, an, ev);
+	else if (equals_word(p, vn, "STARTTLS"))
+		cmd_starttls(s, sp != NULL ? n - vn : 0, ev);
 	else if (n == 0)
 		reply_fail(s, "500 5.5.2 Error: bad syntax\r\n");
 	else
@@ -1200,7 +1278,10 @@ line_feed(struct smtp_server *s, const uint8_t *p, size_t n, struct smtp_server_
 		size_t room = sizeof(s->line) > s->line_len ? sizeof(s->line) - s->line_len : 0;
 		size_t copy = take < room ? take : room;
 
-		memcpy(s->line + s->line_len, p, copy);
+		/* line_len keeps counting past the buffer (the line is refused
+		 * as too long at its LF): form the pointer only when in bounds. */
+		if (copy > 0)
+			memcpy(s->line + s->line_len, p, copy);
 		s->line_len = (take > UINT32_MAX - s->line_len) ? UINT32_MAX
 								 : s->line_len + (uint32_t)take;
 		s->line_cr_seen = p[take - 1] == '\r';
@@ -1511,6 +1592,10 @@ smtp_server_feed(struct smtp_server *s, const uint8_t *data, size_t len,
 		}
 		if (used == len || !s->is_started)
 			break;
+		if (s->state == ST_TLS_WAIT) {
+			used = len; /* plaintext behind STARTTLS: dropped, never parsed */
+			break;
+		}
 		if (s->sync_is_pending) {
 			sync_error(s);
 			continue;
@@ -1683,6 +1768,23 @@ smtp_server_auth_result(struct smtp_server *s, bool ok)
 }
 
 void
+smtp_server_tls_started(struct smtp_server *s)
+{
+	ENG_ASSERT(s != NULL && s->state == ST_TLS_WAIT && !s->is_tls);
+	s->is_tls = true;
+	s->state = ST_COMMAND;
+	/* RFC 3207 4.2: discard any knowledge obtained from the client */
+	transaction_reset(s);
+	s->has_helo = false;
+	s->is_esmtp = false;
+	s->helo_name_len = 0;
+	s->is_authenticated = false;
+	s->line_len = 0;
+	s->line_cr_seen = false;
+	s->sync_is_pending = false; /* the client speaks first: EHLO */
+}
+
+void
 smtp_server_set_backpressure(struct smtp_server *s, enum smtp_server_backpressure bp)
 {
 	ENG_ASSERT(s != NULL);
@@ -1709,6 +1811,10 @@ smtp_server_timeout(struct smtp_server *s)
 	ENG_ASSERT(s != NULL);
 	if (s->is_closed)
 		return;
+	if (s->state == ST_TLS_WAIT) {
+		close_session(s); /* the handshake timed out: no plaintext reply */
+		return;
+	}
 	(void)out_printf(s, "421 4.4.2 %s Error: timeout exceeded\r\n", s->hostname);
 	close_session(s);
 }
@@ -1762,6 +1868,12 @@ bool
 smtp_server_is_authenticated(const struct smtp_server *s)
 {
 	return s->is_authenticated;
+}
+
+bool
+smtp_server_is_tls(const struct smtp_server *s)
+{
+	return s->is_tls;
 }
 
 bool

@@ -32,6 +32,9 @@
  *                  terminator): make the record durable, then call
  *                  smtp_server_message_result() (may be much later)
  *       AUTH       verify ev.auth; then call smtp_server_auth_result()
+ *       STARTTLS   "220 2.0.0 Ready to start TLS" is queued: send it in
+ *                  plaintext, DROP the rest of the input (buf[off..len)),
+ *                  run the TLS handshake, then smtp_server_tls_started()
  *       CLOSE      send the pending output, then close the connection
  *   then, before waiting for input again:
  *     p = smtp_server_output(s, &len); send it; smtp_server_output_consumed(s, sent)
@@ -69,6 +72,21 @@
  * (> text_line_max incl. CRLF, a stuffed dot not counted): "554 5.6.0"
  * after the end of data; body over message_size_max: "552 5.3.4" after
  * the end of data. Nothing is stored in either case.
+ *
+ * STARTTLS (RFC 3207), offered when config.starttls_is_offered and the
+ * session is not encrypted yet. After the STARTTLS event every byte fed
+ * until smtp_server_tls_started() is consumed and discarded, never parsed:
+ * commands pipelined behind STARTTLS in plaintext are never executed under
+ * TLS (CVE-2011-0411, reliability.md INJ-05); the caller also drops what
+ * it still holds of that input. smtp_server_tls_started() forgets
+ * everything the client said before (EHLO, AUTH, the transaction): the
+ * session is as just greeted, without a new 220. STARTTLS under TLS ->
+ * 503, with an argument -> 501, inside a transaction -> 503. A timeout
+ * while waiting for the handshake closes without a (plaintext) reply.
+ * config.tls_is_required: MAIL, RCPT, DATA, BDAT and AUTH before TLS get
+ * "530 5.7.0 Must issue a STARTTLS command first" (a BDAT chunk is read and
+ * discarded). config.auth_requires_tls: AUTH is advertised and accepted
+ * only under TLS (before: "538 5.7.11" when STARTTLS is offered, else 503).
  *
  * Access: RCPT is refused with "554 5.7.1 Relay access denied" unless
  * config.client_is_allowed or the session authenticated (AUTH PLAIN or
@@ -148,6 +166,9 @@ struct smtp_server_config {
 	bool client_is_allowed;	   /* on allowed_networks: may relay */
 	bool auth_is_offered;	   /* advertise and accept AUTH PLAIN LOGIN */
 	bool chunking_is_disabled; /* do not offer or accept BDAT */
+	bool starttls_is_offered;  /* the listener has a certificate: offer STARTTLS */
+	bool tls_is_required;	   /* require_tls: 530 before STARTTLS */
+	bool auth_requires_tls;	   /* AUTH only under TLS (not a loopback client) */
 	enum smtp_server_bare_lf_policy bare_lf_policy;
 };
 
@@ -159,6 +180,7 @@ enum smtp_server_event_type {
 	SMTP_SERVER_EV_DATA_ABORT, /* discard the record; nothing to store */
 	SMTP_SERVER_EV_MESSAGE,	   /* body complete: store, then message_result */
 	SMTP_SERVER_EV_AUTH,	   /* verify auth; then auth_result */
+	SMTP_SERVER_EV_STARTTLS,   /* send the 220, drop the input, handshake */
 	SMTP_SERVER_EV_CLOSE,	   /* flush output, close; repeated by later feeds */
 };
 
@@ -219,6 +241,7 @@ struct smtp_server {
 	bool is_closed;
 	bool is_esmtp;	       /* EHLO (not HELO) */
 	bool is_authenticated;
+	bool is_tls;	       /* smtp_server_tls_started() was called */
 	bool has_helo;
 	bool has_mail;
 	bool is_bdat;	       /* this transaction uses BDAT */
@@ -312,6 +335,11 @@ void smtp_server_message_reply(struct smtp_server *s, uint16_t code, const char 
 /* Reply to the AUTH event: 235 2.7.0 or 535 5.7.8. Wipes the credentials. */
 void smtp_server_auth_result(struct smtp_server *s, bool ok);
 
+/* The TLS handshake after the STARTTLS event completed: the session is
+ * encrypted from now on and reset to the just-greeted state (RFC 3207
+ * 4.2: nothing said before is kept). */
+void smtp_server_tls_started(struct smtp_server *s);
+
 /* Back-pressure from the spool/memory budget; takes effect at the next
  * MAIL (TEMPFAIL) or the next command (CLOSE); NONE recovers. */
 void smtp_server_set_backpressure(struct smtp_server *s, enum smtp_server_backpressure bp);
@@ -337,6 +365,7 @@ const char *smtp_server_recipient(const struct smtp_server *s, uint32_t index, s
 const char *smtp_server_helo_name(const struct smtp_server *s, size_t *len);
 bool smtp_server_is_esmtp(const struct smtp_server *s);	     /* EHLO was used */
 bool smtp_server_is_authenticated(const struct smtp_server *s);
+bool smtp_server_is_tls(const struct smtp_server *s);	     /* after tls_started */
 bool smtp_server_body_is_8bitmime(const struct smtp_server *s); /* BODY=8BITMIME */
 bool smtp_server_is_smtputf8(const struct smtp_server *s);	     /* SMTPUTF8 */
 uint64_t smtp_server_size_declared(const struct smtp_server *s); /* SIZE=, 0: none */

@@ -16,7 +16,9 @@ Faults, each for every connection:
   --reply-421-mid-data N    after 354, read N bytes of the body, answer 421
                             (unsolicited, the body still coming), then close
   --reply-delay-ms N        wait N ms before the last line of every reply
-PIPELINING is offered unless --no-pipelining.
+PIPELINING is offered unless --no-pipelining. With --tls-cert and
+--tls-key STARTTLS is offered too, and each record line also says whether
+the message came over TLS ("tls") and on a resumed session ("reused").
 
 Listens on 127.0.0.1:--port. Exits on SIGTERM. Exit 77 when aiosmtpd is
 missing (the caller skips).
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 
 try:
@@ -49,6 +52,8 @@ def parse_args():
     parser.add_argument("--reply-421-mid-data", type=int, default=-1)
     parser.add_argument("--reply-delay-ms", type=int, default=0)
     parser.add_argument("--no-pipelining", action="store_true")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     args.rcpt_replies = {}
     for item in args.rcpt_reply:
@@ -97,6 +102,10 @@ class Handler:
             "peer": session.peer[0] if session.peer else "",
             "body_hex": envelope.original_content.hex(),
         }
+        obj = session.ssl.get("ssl_object") if session.ssl else None
+        if obj is not None:
+            line["tls"] = True
+            line["reused"] = bool(obj.session_reused)
         self.record.write(json.dumps(line) + "\n")
         self.record.flush()
         return "250 2.0.0 OK queued"
@@ -105,9 +114,10 @@ class Handler:
 class FaultySMTP(SMTP):
     """aiosmtpd's server plus the faults no handler hook can express."""
 
-    def __init__(self, handler, args):
+    def __init__(self, handler, args, tls_context=None):
+        kwargs = {"tls_context": tls_context} if tls_context is not None else {}
         super().__init__(handler, hostname="sink.test", enable_SMTPUTF8=True,
-                         decode_data=False)
+                         decode_data=False, **kwargs)
         self.args = args
 
     async def push(self, status):
@@ -151,7 +161,11 @@ async def main():
     args = parse_args()
     handler = Handler(args)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FaultySMTP(handler, args),
+    tls_context = None
+    if args.tls_cert:
+        tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    server = await loop.create_server(lambda: FaultySMTP(handler, args, tls_context),
                                       host="127.0.0.1", port=args.port,
                                       reuse_address=True)
     stop = loop.create_future()

@@ -910,3 +910,34 @@ Test(config, example_file_in_docs_loads)
 	cr_assert_eq(eng_config_destination(&cfg, "example.org", 11)->max_connections, 20);
 	eng_config_free(&cfg);
 }
+
+/* [listener NAME] TLS keys (issue 7, inbound STARTTLS). */
+Test(config, listener_tls_keys)
+{
+	struct eng_config cfg, next;
+	struct eng_config_changes changes;
+	load_ok("[listener a]\n", &cfg);
+	cr_assert_str_eq(cfg.listeners[0].tls_certificate, "", "no STARTTLS by default");
+	cr_assert_str_eq(cfg.listeners[0].tls_key, "");
+	cr_assert_not(cfg.listeners[0].require_tls);
+	load_ok("[listener a]\ntls_certificate = /etc/ringmail/cert.pem\n"
+		"tls_key = /etc/ringmail/key.pem\nrequire_tls = yes\n",
+		&next);
+	cr_assert_str_eq(next.listeners[0].tls_certificate, "/etc/ringmail/cert.pem");
+	cr_assert_str_eq(next.listeners[0].tls_key, "/etc/ringmail/key.pem");
+	cr_assert(next.listeners[0].require_tls);
+	/* Hot keys: a SIGHUP applies them (new certificate, require_tls). */
+	cr_assert_eq(eng_config_compare(&cfg, &next, &changes), 0);
+	cr_assert(changes.listeners_changed);
+	eng_config_free(&cfg);
+	eng_config_free(&next);
+	expect_error("[listener a]\ntls_certificate = /c.pem\n",
+		     "ringmail.conf:1: [listener a]: tls_certificate is set without tls_key");
+	expect_error("[listener a]\ntls_key = /k.pem\n",
+		     "ringmail.conf:1: [listener a]: tls_key is set without tls_certificate");
+	expect_error("[listener a]\nrequire_tls = yes\n",
+		     "ringmail.conf:1: [listener a]: require_tls needs tls_certificate and tls_key");
+	expect_error("[listener a]\nrequire_tls = maybe\n",
+		     "ringmail.conf:2: [listener a] require_tls: expected on or off (yes/no, "
+		     "true/false), got 'maybe'");
+}

@@ -1,7 +1,12 @@
 /*
  * test_server.c - the inbound ESMTP session (smtp/smtp_server.h): the
- * command set, envelope syntax, limits, AUTH, BDAT, and the bad inputs of
- * reliability.md 8.1 INJ-01..INJ-12 that the pure layer decides.
+ * command set, envelope syntax, limits, AUTH, BDAT, STARTTLS, and the bad
+ * inputs of reliability.md 8.1 INJ-01..INJ-12 that the pure layer decides.
+ *
+ * STARTTLS: the harness plays the listener: at the STARTTLS event it keeps
+ * feeding what is left of the input (the session must drop it), and once
+ * the client's step is over it "completes the handshake"
+ * (smtp_server_tls_started) before the next step.
  *
  * Every script runs through ts_check(): once in one piece per client
  * step, then split at every byte boundary of every step, then one byte
@@ -95,8 +100,10 @@ struct ts_result {
 	struct buf log;	 /* events */
 	struct buf body; /* record being built */
 	struct buf last_body;
-	unsigned messages, aborts, auths;
+	unsigned messages, aborts, auths, tls_starts;
 	bool closed;
+	bool tls_pending; /* STARTTLS event seen, handshake not done yet */
+	bool last_tls;	  /* the last message came under TLS */
 	bool body_started;
 	uint32_t last_rcpt_count;
 	char last_sender[300];
@@ -158,6 +165,7 @@ on_message(struct smtp_server *s, const struct ts_opts *o, struct ts_result *r)
 	snprintf(r->last_rcpt0, sizeof(r->last_rcpt0), "%.*s", (int)len, a);
 	a = smtp_server_recipient(s, count - 1, &len);
 	snprintf(r->last_rcptn, sizeof(r->last_rcptn), "%.*s", (int)len, a);
+	r->last_tls = smtp_server_is_tls(s);
 	r->last_8bit = smtp_server_body_is_8bitmime(s);
 	r->last_utf8 = smtp_server_is_smtputf8(s);
 	r->last_size_declared = smtp_server_size_declared(s);
@@ -242,6 +250,11 @@ feed_piece(struct smtp_server *s, const struct ts_opts *o, const uint8_t *p, siz
 		case SMTP_SERVER_EV_AUTH:
 			on_auth(s, &ev, r);
 			break;
+		case SMTP_SERVER_EV_STARTTLS:
+			cr_assert(!r->tls_pending && !smtp_server_is_tls(s));
+			r->tls_pending = true;
+			buf_add(&r->log, "TLS ", 4);
+			break;
 		case SMTP_SERVER_EV_CLOSE:
 			cr_assert(smtp_server_is_closed(s));
 			r->closed = true;
@@ -275,7 +288,7 @@ check_enhanced_codes(const struct buf *out)
 		    strncmp(line + 4, "PIPELINING", 10) != 0 && strncmp(line + 4, "SIZE", 4) != 0 &&
 		    strncmp(line + 4, "8BITMIME", 8) != 0 && strncmp(line + 4, "SMTPUTF8", 8) != 0 &&
 		    strncmp(line + 4, "ENHANCED", 8) != 0 && strncmp(line + 4, "CHUNKING", 8) != 0 &&
-		    strncmp(line + 4, "AUTH ", 5) != 0) {
+		    strncmp(line + 4, "AUTH ", 5) != 0 && strncmp(line + 4, "STARTTLS", 8) != 0) {
 			cr_assert(sscanf(copy + 4, "%d.%d.%d %n", &a, &b, &c, &n) == 3 && n > 0,
 				  "no enhanced code: %.*s", (int)(eol - line), line);
 			cr_assert_eq(a, line[0] - '0', "class mismatch: %.*s", (int)(eol - line), line);
@@ -318,6 +331,14 @@ ts_run(const struct ts_opts *o, const struct step *steps, size_t n, size_t split
 			feed_piece(s, o, p, steps[i].n, r);
 		}
 		drain(s, r); /* the client reads the replies */
+		if (r->tls_pending && !r->closed) {
+			/* the client read the 220 and did the handshake */
+			cr_assert_eq(smtp_server_timeout_class(s), SMTP_SERVER_TIMEOUT_COMMAND);
+			smtp_server_tls_started(s);
+			cr_assert(smtp_server_is_tls(s));
+			r->tls_pending = false;
+			r->tls_starts++;
+		}
 	}
 	if (!r->closed)
 		feed_piece(s, o, NULL, 0, r);
@@ -338,6 +359,8 @@ ts_assert_same(const struct ts_result *a, const struct ts_result *b, const char 
 	cr_assert_str_eq(a->log.p != NULL ? a->log.p : "", b->log.p != NULL ? b->log.p : "",
 			 "%s step %zu at %zu: events differ", how, i, k);
 	cr_assert_eq(a->messages, b->messages);
+	cr_assert_eq(a->tls_starts, b->tls_starts);
+	cr_assert_eq(a->last_tls, b->last_tls);
 	cr_assert_eq(a->last_body.len, b->last_body.len);
 	cr_assert(a->last_body.len == 0 || memcmp(a->last_body.p, b->last_body.p, a->last_body.len) == 0);
 }
@@ -2148,4 +2171,219 @@ Test(smtp_server, random_scripts_are_split_invariant, .timeout = 240)
 		for (size_t i = 0; i < nsteps; i++)
 			free(mem[i]);
 	}
+}
+
+/* ---- STARTTLS (RFC 3207, INJ-05) ------------------------------------ */
+
+#define EHLO_TLS_HEAD                                                                \
+	"250-" HOST "\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n250-8BITMIME\r\n" \
+	"250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n"
+#define READY "220 2.0.0 Ready to start TLS\r\n"
+#define STARTTLS ST("STARTTLS\r\n")
+
+static struct ts_opts
+opts_tls(void)
+{
+	struct ts_opts o;
+
+	opts_default(&o);
+	o.cfg.starttls_is_offered = true;
+	return o;
+}
+
+Test(smtp_server, starttls_is_offered_until_tls_is_active)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	RUN_OPTS(&o, &r, EHLO, STARTTLS, EHLO, QUIT);
+	cr_assert_str_eq(r.out.p, GREETING EHLO_TLS_HEAD
+			 "250-CHUNKING\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n" READY
+			 EHLO_TLS_HEAD "250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n221 2.0.0 Bye\r\n");
+	cr_assert_str_eq(r.log.p, "TLS CLOSE");
+	cr_assert_eq(r.tls_starts, 1);
+	ts_result_free(&r);
+}
+
+Test(smtp_server, starttls_not_offered_is_502_and_not_advertised)
+{
+	struct ts_result r;
+
+	RUN(&r, EHLO, STARTTLS, MAIL);
+	cr_assert_null(strstr(r.out.p, "STARTTLS"));
+	EXPECT_CODES(&r, "220 250 502 250");
+	cr_assert_eq(r.tls_starts, 0);
+	ts_result_free(&r);
+}
+
+/* INJ-05 (CVE-2011-0411): MAIL pipelined behind STARTTLS is never run. */
+Test(smtp_server, command_pipelined_behind_starttls_is_discarded)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	RUN_OPTS(&o, &r, EHLO, ST("STARTTLS\r\nMAIL FROM:<a@b.test>\r\n"), EHLO, RCPT);
+	EXPECT_CODES(&r, "220 250 220 250 503");
+	EXPECT_OUT_HAS(&r, READY);
+	EXPECT_OUT_HAS(&r, "503 5.5.1 Error: need MAIL command\r\n");
+	cr_assert_str_eq(r.log.p, "TLS ");
+	ts_result_free(&r);
+}
+
+Test(smtp_server, everything_behind_starttls_is_discarded_unparsed)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	/* a whole transaction, a QUIT, junk and an overlong line: none of it
+	 * is parsed, no reply, no event; the session goes on under TLS */
+	RUN_OPTS(&o, &r, EHLO,
+		 ST("STARTTLS\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nx\r\n.\r\n"
+		    "QUIT\r\n\x16\x03\x01\x00\x05\r\n\n\r\0"),
+		 ST("EHLO again.test\r\n"), MAIL, RCPT, DATA, ST("y\r\n.\r\n"));
+	EXPECT_CODES(&r, "220 250 220 250 250 250 354 250");
+	cr_assert_str_eq(r.log.p, "TLS START MSG<a@b.test>1:6 ");
+	cr_assert_eq(r.messages, 1);
+	cr_assert(r.last_tls);
+	cr_assert_str_eq(r.last_helo, "E-again.test");
+	ts_result_free(&r);
+}
+
+Test(smtp_server, starttls_forgets_the_helo_name)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	RUN_OPTS(&o, &r, EHLO, STARTTLS, MAIL, ST("HELO plain.test\r\n"), MAIL, RCPT, DATA,
+		 ST("x\r\n.\r\n"));
+	EXPECT_CODES(&r, "220 250 220 503 250 250 250 354 250");
+	EXPECT_OUT_HAS(&r, "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	cr_assert_str_eq(r.last_helo, "H-plain.test");
+	cr_assert(r.last_tls);
+	ts_result_free(&r);
+}
+
+Test(smtp_server, starttls_twice_argument_transaction)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	RUN_OPTS(&o, &r, EHLO, ST("STARTTLS now\r\n"), ST("STARTTLS \r\n"), MAIL, STARTTLS,
+		 ST("RSET\r\n"), STARTTLS, EHLO, STARTTLS, MAIL, RCPT);
+	EXPECT_CODES(&r, "220 250 501 501 250 503 250 220 250 503 250 250");
+	EXPECT_OUT_HAS(&r, "501 5.5.4 Syntax: STARTTLS\r\n");
+	EXPECT_OUT_HAS(&r, "503 5.5.1 Error: MAIL transaction in progress\r\n");
+	EXPECT_OUT_HAS(&r, "503 5.5.1 Error: TLS already active\r\n");
+	cr_assert_eq(r.tls_starts, 1);
+	ts_result_free(&r);
+}
+
+Test(smtp_server, require_tls_refuses_mail_rcpt_data_bdat_auth_with_530)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	o.cfg.tls_is_required = true;
+	RUN_OPTS(&o, &r, EHLO, MAIL, RCPT, DATA, ST("BDAT 5 LAST\r\nMAIL "),
+		 ST("AUTH PLAIN " PLAIN_OK "\r\n"), ST("NOOP\r\n"), STARTTLS, EHLO, MAIL, RCPT,
+		 DATA, ST("x\r\n.\r\n"));
+	EXPECT_CODES(&r, "220 250 530 530 530 530 530 250 220 250 250 250 354 250");
+	cr_assert_str_eq(r.log.p, "TLS START MSG<a@b.test>1:6 ");
+	cr_assert(r.last_tls);
+	cr_assert_eq(r.auths, 0);
+	ts_result_free(&r);
+}
+
+Test(smtp_server, require_tls_530_has_the_rfc_3207_text)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	o.cfg.tls_is_required = true;
+	RUN_OPTS(&o, &r, EHLO, MAIL);
+	EXPECT_OUT_HAS(&r, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	ts_result_free(&r);
+}
+
+Test(smtp_server, auth_only_after_tls_for_remote_clients)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	o.cfg.client_is_allowed = false;
+	o.cfg.auth_requires_tls = true;
+	RUN_OPTS(&o, &r, EHLO, ST("AUTH PLAIN " PLAIN_OK "\r\n"), MAIL, RCPT, ST("RSET\r\n"),
+		 STARTTLS, EHLO, ST("AUTH PLAIN " PLAIN_OK "\r\n"), MAIL, RCPT);
+	EXPECT_CODES(&r, "220 250 538 250 554 250 220 250 235 250 250");
+	EXPECT_OUT_HAS(&r, "538 5.7.11 Encryption required for requested authentication "
+			   "mechanism\r\n");
+	/* AUTH is advertised once, after TLS; STARTTLS once, before */
+	const char *first = strstr(r.out.p, "250 AUTH PLAIN LOGIN\r\n");
+	cr_assert_not_null(first);
+	cr_assert(first > strstr(r.out.p, READY), "AUTH advertised before TLS");
+	cr_assert_eq(r.auths, 1);
+	ts_result_free(&r);
+}
+
+Test(smtp_server, auth_requiring_tls_without_starttls_is_not_enabled)
+{
+	struct ts_opts o = opts_remote();
+	struct ts_result r;
+
+	o.cfg.auth_requires_tls = true;
+	RUN_OPTS(&o, &r, EHLO, ST("AUTH PLAIN " PLAIN_OK "\r\n"));
+	cr_assert_null(strstr(r.out.p, "AUTH PLAIN LOGIN"));
+	EXPECT_CODES(&r, "220 250 503");
+	EXPECT_OUT_HAS(&r, "503 5.5.1 Error: authentication not enabled\r\n");
+	ts_result_free(&r);
+}
+
+Test(smtp_server, authentication_before_tls_is_forgotten)
+{
+	struct ts_opts o = opts_tls();
+	struct ts_result r;
+
+	o.cfg.client_is_allowed = false; /* loopback AUTH, then STARTTLS */
+	RUN_OPTS(&o, &r, EHLO, ST("AUTH PLAIN " PLAIN_OK "\r\n"), STARTTLS, EHLO, MAIL, RCPT);
+	EXPECT_CODES(&r, "220 250 235 220 250 250 554");
+	EXPECT_OUT_HAS(&r, "Relay access denied");
+	ts_result_free(&r);
+}
+
+Test(smtp_server, starttls_event_then_input_is_dropped_and_timeout_is_silent)
+{
+	struct smtp_server *s = calloc(1, sizeof(*s));
+	struct smtp_server_config cfg;
+	struct smtp_server_event ev;
+	static const uint8_t a[] = "EHLO c\r\n";
+	static const uint8_t b[] = "STARTTLS\r\nQUIT\r\n";
+	size_t len;
+
+	cr_assert_not_null(s);
+	smtp_server_config_default(&cfg);
+	cfg.starttls_is_offered = true;
+	smtp_server_init(s, &cfg);
+	smtp_server_start(s);
+	handed(s);
+	cr_assert_eq(smtp_server_feed(s, a, sizeof(a) - 1, &ev), sizeof(a) - 1);
+	handed(s);
+	cr_assert_eq(smtp_server_feed(s, b, sizeof(b) - 1, &ev), 10);
+	cr_assert_eq(ev.type, SMTP_SERVER_EV_STARTTLS);
+	const uint8_t *out = smtp_server_output(s, &len);
+	cr_assert_eq(len, strlen(READY));
+	cr_assert(memcmp(out, READY, len) == 0);
+	smtp_server_output_consumed(s, len);
+	/* the rest is consumed and dropped, also before the 220 went out */
+	cr_assert_eq(smtp_server_feed(s, b + 10, sizeof(b) - 11, &ev), sizeof(b) - 11);
+	cr_assert_eq(ev.type, SMTP_SERVER_EV_NONE);
+	cr_assert(!smtp_server_is_closed(s));
+	cr_assert_eq(smtp_server_timeout_class(s), SMTP_SERVER_TIMEOUT_COMMAND);
+	smtp_server_timeout(s); /* the handshake took too long */
+	(void)smtp_server_output(s, &len);
+	cr_assert_eq(len, 0, "no plaintext after the 220");
+	cr_assert(smtp_server_is_closed(s));
+	cr_assert_eq(smtp_server_feed(s, NULL, 0, &ev), 0);
+	cr_assert_eq(ev.type, SMTP_SERVER_EV_CLOSE);
+	smtp_server_fini(s);
+	free(s);
 }
