@@ -13,10 +13,20 @@
  *   byte 1  sends: low 7 bits the most bytes per send (0: all); 128 one
  *           send per step, so replies can arrive before a command is out
  *   byte 2  recipients: (b & 127) % 8 + 1, or 300 with 128
- *   byte 3  body: % 4 picks one of four wire-form bodies
- *   byte 4  addresses: 1 a non-ASCII recipient, 2 a recipient with a CR
+ *   byte 3  body: % 4 picks one of four wire-form bodies; 4 the first
+ *           recipient is empty, 8 the last one is over SMTP_ADDRESS_SIZE_MAX
+ *   byte 4  1 a non-ASCII recipient, 2 a recipient with a CR, 4|8 the
+ *           STARTTLS policy ((b >> 2) & 3: 0 none, 1 opportunistic, 2 and
+ *           3 required), 16 the TLS handshake fails, 32 the chunk after
+ *           the STARTTLS event is fed before the handshake completes (the
+ *           response injection of OUT-03), 64 a sender with a '<', 128 a
+ *           state trace callback
  *   then    chunks: a length byte n and n server bytes (fewer at the end);
  *           n == 0 means "the engine's timer fires at the deadline".
+ *   The engine runs the handshake asked for by SMTP_EV_STARTTLS before the
+ *   next chunk (after it with 32), then calls smtp_client_tls_started(), or
+ *   smtp_client_tls_failed() with 16; replies then come "decrypted" from
+ *   the same chunks.
  *
  * Invariants, beyond memory safety under ASan/UBSan and the session's own
  * assertions:
@@ -31,7 +41,14 @@
  *   at most one RCPT event (2xx, 4xx or 5xx) before it; CLOSED comes
  *   exactly once, last, and the session always ends closed;
  * - replies_count <= commands_sent_count <= commands_produced_count;
- * - event texts are readable for text_size bytes, <= SMTP_REPLY_TEXT_MAX.
+ * - event texts are readable for text_size bytes, <= SMTP_REPLY_TEXT_MAX;
+ * - STARTTLS (RFC 3207, OUT-03/OUT-04): sent only with a policy, at most
+ *   once per session and never after a MAIL; SMTP_EV_STARTTLS only after
+ *   it was sent, in state TLS, where nothing is sent; after the handshake
+ *   the capabilities are empty and the next command is EHLO; with policy
+ *   REQUIRED no MAIL goes out before the handshake completed; after a
+ *   TLS_INJECTION error not one more byte is sent;
+ * - after CLOSED, consume(), connection_lost() and tls_failed() do nothing.
  */
 #include <string.h>
 
@@ -53,10 +70,23 @@ enum {
 	FLAG_SIZE_BIG = 128,
 };
 
+/* Byte 4. */
+enum {
+	ADDR_NON_ASCII = 1,
+	ADDR_CR = 2,
+	TLS_POLICY_SHIFT = 2,
+	TLS_HANDSHAKE_FAILS = 16,
+	TLS_FEED_BEFORE_HANDSHAKE = 32,
+	SENDER_BAD = 64,
+	TRACE = 128,
+};
+
 struct harness {
 	struct smtp_client client;
 	uint64_t now_ms;
 	uint8_t flags;
+	uint8_t options; /* byte 4 */
+	enum smtp_client_tls_policy tls_policy;
 	size_t send_max;
 	bool is_one_send_per_step;
 	/* Messages. */
@@ -73,7 +103,15 @@ struct harness {
 	/* Session. */
 	bool is_closed_event_seen;
 	bool is_error_seen;
+	bool is_injection_seen; /* ERROR TLS_INJECTION */
 	uint32_t event_count;
+	/* STARTTLS. */
+	bool is_starttls_sent;
+	bool is_handshake_owed; /* SMTP_EV_STARTTLS seen, handshake not run yet */
+	bool is_handshake_deferred;
+	bool is_ehlo_expected; /* the handshake completed: EHLO comes next */
+	uint32_t mail_sent_count;
+	uint32_t trace_count;
 	/* Command output: the line being sent. */
 	char line[SMTP_COMMAND_SIZE_MAX + 2u];
 	size_t line_size;
@@ -82,6 +120,7 @@ struct harness {
 
 static struct harness h;
 static char rcpt_names[RCPTS_MAX][32];
+static char long_rcpt[SMTP_ADDRESS_SIZE_MAX + 1u];
 static uint8_t big_body[BIG_BODY_LINES * 8u + 3u];
 static size_t big_body_size;
 
@@ -183,7 +222,28 @@ event_callback(void *ctx, const struct smtp_event *event)
 				   event->error < SMTP_CLIENT_ERROR_COUNT,
 			   "ERROR names an error");
 		FUZZ_CHECK(smtp_client_error_name(event->error) != NULL, "error name");
+		FUZZ_CHECK(event->error != SMTP_CLIENT_ERROR_MALFORMED_REPLY ||
+				   smtp_reply_error_name(event->reply_error) != NULL,
+			   "reply error name");
+		FUZZ_CHECK(event->error != SMTP_CLIENT_ERROR_TLS_REQUIRED ||
+				   h.tls_policy == SMTP_CLIENT_TLS_REQUIRED,
+			   "TLS_REQUIRED only with policy REQUIRED");
+		FUZZ_CHECK(event->error != SMTP_CLIENT_ERROR_TLS_REQUIRED ||
+				   (event->status.is_local && event->status.code == 451),
+			   "TLS_REQUIRED has the local 451 status, not the server's");
+		FUZZ_CHECK(event->error != SMTP_CLIENT_ERROR_TLS_INJECTION || h.is_starttls_sent,
+			   "injection only after STARTTLS");
 		h.is_error_seen = true;
+		if (event->error == SMTP_CLIENT_ERROR_TLS_INJECTION)
+			h.is_injection_seen = true;
+		break;
+	case SMTP_EV_STARTTLS:
+		FUZZ_CHECK(h.is_starttls_sent && !h.is_handshake_owed, "STARTTLS event after STARTTLS");
+		FUZZ_CHECK(smtp_client_state(&h.client) == SMTP_CLIENT_STATE_TLS, "STARTTLS event in TLS");
+		FUZZ_CHECK(!smtp_client_is_tls(&h.client), "one handshake per session");
+		FUZZ_CHECK(smtp_client_output_size(&h.client) == 0, "nothing to send in TLS");
+		FUZZ_CHECK(!h.message_is_open, "no message open at STARTTLS");
+		h.is_handshake_owed = true;
 		break;
 	case SMTP_EV_CLOSED:
 		FUZZ_CHECK(!h.message_is_open, "no message open at CLOSED");
@@ -194,11 +254,27 @@ event_callback(void *ctx, const struct smtp_event *event)
 	}
 }
 
+static void
+trace_callback(void *ctx, enum smtp_client_state old_state, enum smtp_client_state new_state)
+{
+	FUZZ_CHECK(ctx == &h, "trace context");
+	FUZZ_CHECK(old_state < SMTP_CLIENT_STATE_COUNT && new_state < SMTP_CLIENT_STATE_COUNT,
+		   "trace states in range");
+	FUZZ_CHECK(old_state != new_state, "a trace is a change");
+	FUZZ_CHECK(old_state != SMTP_CLIENT_STATE_CLOSED, "CLOSED is terminal");
+	FUZZ_CHECK(smtp_client_state_name(old_state) != NULL &&
+			   smtp_client_state_name(new_state) != NULL,
+		   "state names");
+	FUZZ_CHECK(new_state != SMTP_CLIENT_STATE_TLS || old_state == SMTP_CLIENT_STATE_STARTTLS,
+		   "TLS only from STARTTLS");
+	h.trace_count++;
+}
+
 static bool
 line_is_known_command(const char *line, size_t size)
 {
-	static const char *const verbs[] = {"EHLO ", "HELO ", "MAIL FROM:<", "RCPT TO:<",
-					    "DATA",  "RSET",  "QUIT",	     "."};
+	static const char *const verbs[] = {"EHLO ", "HELO ", "MAIL FROM:<", "RCPT TO:<", "DATA",
+					    "RSET",  "QUIT",  "STARTTLS",    "."};
 
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		size_t n = strlen(verbs[i]);
@@ -207,6 +283,28 @@ line_is_known_command(const char *line, size_t size)
 			return verbs[i][0] != '.' || size == 1;
 	}
 	return false;
+}
+
+/* A complete command line (CRLF stripped): the STARTTLS rules. */
+static void
+check_command_line(const char *line, size_t size)
+{
+	bool is_ehlo = size >= 5 && memcmp(line, "EHLO ", 5) == 0;
+
+	FUZZ_CHECK(!h.is_ehlo_expected || is_ehlo, "EHLO first after the TLS handshake");
+	h.is_ehlo_expected = false;
+	if (size == 8 && memcmp(line, "STARTTLS", 8) == 0) {
+		FUZZ_CHECK(h.tls_policy != SMTP_CLIENT_TLS_NONE, "STARTTLS only with a policy");
+		FUZZ_CHECK(!h.is_starttls_sent, "STARTTLS at most once per session");
+		FUZZ_CHECK(h.mail_sent_count == 0, "STARTTLS never after MAIL");
+		FUZZ_CHECK(!smtp_client_is_tls(&h.client), "no STARTTLS under TLS");
+		h.is_starttls_sent = true;
+	}
+	if (size >= 11 && memcmp(line, "MAIL FROM:<", 11) == 0) {
+		FUZZ_CHECK(h.tls_policy != SMTP_CLIENT_TLS_REQUIRED || smtp_client_is_tls(&h.client),
+			   "policy REQUIRED: no MAIL in plaintext (OUT-04)");
+		h.mail_sent_count++;
+	}
 }
 
 /* Command bytes: CRLF lines of known commands, each within the limit. */
@@ -226,6 +324,7 @@ check_command_bytes(const uint8_t *ptr, size_t size)
 			FUZZ_CHECK(!h.is_error_seen ||
 					   (h.line_size == 5 && memcmp(h.line, "QUIT", 4) == 0),
 				   "after an ERROR only QUIT is sent");
+			check_command_line(h.line, h.line_size - 1);
 			h.line_size = 0;
 			continue;
 		}
@@ -245,6 +344,8 @@ send_once(void)
 
 	if (count == 0)
 		return false;
+	FUZZ_CHECK(!h.is_injection_seen, "not one byte after STARTTLS response injection");
+	FUZZ_CHECK(smtp_client_state(&h.client) != SMTP_CLIENT_STATE_TLS, "nothing sent in TLS");
 	FUZZ_CHECK(count == 1 && iov[0].iov_len > 0, "one non-empty iovec");
 	FUZZ_CHECK(iov[0].iov_len == smtp_client_output_size(&h.client), "output size agrees");
 	base = iov[0].iov_base;
@@ -264,6 +365,12 @@ send_once(void)
 			   "commands come from the session buffer");
 		check_command_bytes(base, size);
 	}
+	/* A send of 0 bytes (EAGAIN) changes nothing. */
+	uint64_t deadline = smtp_client_deadline_ms(&h.client);
+	smtp_client_consume(&h.client, 0, h.now_ms);
+	FUZZ_CHECK(smtp_client_output_size(&h.client) == iov[0].iov_len &&
+			   smtp_client_deadline_ms(&h.client) == deadline,
+		   "consume(0) is a no-op");
 	smtp_client_consume(&h.client, size, h.now_ms);
 	check_counters();
 	return true;
@@ -285,9 +392,17 @@ message_prepare(const uint8_t cfg[5])
 		h.rcpts[0] = (struct smtp_address){.ptr = "r\xc3\xa9@rcpt.example", .len = 16};
 	if (cfg[4] & 2u)
 		h.rcpts[count - 1] = (struct smtp_address){.ptr = "bad\r@rcpt.example", .len = 17};
+	if (cfg[3] & 4u)
+		h.rcpts[0] = (struct smtp_address){.ptr = "", .len = 0};
+	if (cfg[3] & 8u) {
+		memset(long_rcpt, 'a', sizeof(long_rcpt));
+		h.rcpts[count - 1] = (struct smtp_address){.ptr = long_rcpt, .len = sizeof(long_rcpt)};
+	}
 	h.message.sender = (h.flags & FLAG_NULL_SENDER)
 				   ? (struct smtp_address){.ptr = "", .len = 0}
 				   : (struct smtp_address){.ptr = "s@send.example", .len = 14};
+	if (cfg[4] & SENDER_BAD)
+		h.message.sender = (struct smtp_address){.ptr = "s<@send.example", .len = 15};
 	h.message.rcpts = h.rcpts;
 	h.message.rcpt_count = count;
 	if (body_choice == 3) {
@@ -327,6 +442,39 @@ act_when_idle(void)
 	}
 }
 
+/* The engine runs the TLS handshake SMTP_EV_STARTTLS asked for (one chunk
+ * later with TLS_FEED_BEFORE_HANDSHAKE unless is_now). */
+static void
+handshake_run(bool is_now)
+{
+	const struct smtp_ehlo_caps *caps;
+
+	if (!h.is_handshake_owed)
+		return;
+	if ((h.options & TLS_FEED_BEFORE_HANDSHAKE) && !h.is_handshake_deferred && !is_now) {
+		h.is_handshake_deferred = true;
+		return;
+	}
+	h.is_handshake_owed = false;
+	if (smtp_client_state(&h.client) != SMTP_CLIENT_STATE_TLS)
+		return; /* the session failed meanwhile (injection, timeout) */
+	if (h.options & TLS_HANDSHAKE_FAILS) {
+		smtp_client_tls_failed(&h.client, h.now_ms);
+		FUZZ_CHECK(smtp_client_is_closed(&h.client), "a failed handshake closes");
+		FUZZ_CHECK(h.is_error_seen, "a failed handshake is an ERROR");
+		return;
+	}
+	smtp_client_tls_started(&h.client, h.now_ms);
+	caps = smtp_client_caps(&h.client);
+	FUZZ_CHECK(smtp_client_is_tls(&h.client), "TLS after the handshake");
+	FUZZ_CHECK(caps->extensions == 0 && caps->size_max == 0 && caps->auth_mechanisms == 0,
+		   "capabilities forgotten after the handshake (RFC 3207 4.2)");
+	FUZZ_CHECK(smtp_client_state(&h.client) == SMTP_CLIENT_STATE_EHLO, "EHLO after the handshake");
+	FUZZ_CHECK(smtp_client_output_size(&h.client) > 0, "EHLO queued after the handshake");
+	h.is_ehlo_expected = true;
+	check_counters();
+}
+
 /* The engine's turn: act, then send (once, or until nothing is left). */
 static void
 engine_step(void)
@@ -358,6 +506,9 @@ timer_fires(void)
 static void
 session_end(void)
 {
+	uint32_t events;
+
+	handshake_run(true);
 	engine_step();
 	for (uint32_t round = 0; round < 64 && !smtp_client_is_closed(&h.client); round++) {
 		if ((h.flags & FLAG_END_BY_TIMEOUT) &&
@@ -374,6 +525,15 @@ session_end(void)
 	FUZZ_CHECK(smtp_client_deadline_ms(&h.client) == SMTP_CLIENT_DEADLINE_NONE,
 		   "no deadline when closed");
 	check_counters();
+	/* A send completing after the close, a late EOF or TLS alert. */
+	events = h.event_count;
+	smtp_client_consume(&h.client, 5, h.now_ms);
+	smtp_client_connection_lost(&h.client, h.now_ms);
+	smtp_client_tls_failed(&h.client, h.now_ms);
+	FUZZ_CHECK(h.event_count == events && smtp_client_is_closed(&h.client),
+		   "nothing happens after CLOSED");
+	FUZZ_CHECK(smtp_client_output_size(&h.client) == 0, "nothing to send after CLOSED");
+	FUZZ_CHECK(!(h.options & TRACE) || h.trace_count > 0, "the trace saw the close");
 }
 
 int
@@ -387,6 +547,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfg[i] = fuzz_take_u8(&cur);
 	memset(&h, 0, sizeof(h));
 	h.flags = cfg[0];
+	h.options = cfg[4];
+	h.tls_policy = ((cfg[4] >> TLS_POLICY_SHIFT) & 3u) == 0   ? SMTP_CLIENT_TLS_NONE
+		       : ((cfg[4] >> TLS_POLICY_SHIFT) & 3u) == 1 ? SMTP_CLIENT_TLS_OPPORTUNISTIC
+								  : SMTP_CLIENT_TLS_REQUIRED;
 	h.send_max = cfg[1] & 127u;
 	h.is_one_send_per_step = (cfg[1] & 128u) != 0;
 	h.messages_wanted = (h.flags & FLAG_SECOND_MESSAGE) ? 2u : 1u;
@@ -396,13 +560,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	config.helo_name = HELO_NAME;
 	config.helo_name_len = strlen(HELO_NAME);
 	config.pipelining_is_disabled = (h.flags & FLAG_NO_PIPELINING) != 0;
+	config.tls_policy = h.tls_policy;
 	smtp_client_timeouts_default(&config.timeouts);
+	FUZZ_CHECK(smtp_client_helo_name_is_valid(config.helo_name, config.helo_name_len) &&
+			   !smtp_client_helo_name_is_valid("", 0) &&
+			   !smtp_client_helo_name_is_valid("a b", 3),
+		   "HELO name check");
 	smtp_client_init(&h.client, &config, h.now_ms, &h, event_callback);
+	if (h.options & TRACE)
+		smtp_client_set_trace(&h.client, &h, trace_callback);
 	check_counters();
 	for (uint32_t chunk = 0; fuzz_left(&cur) > 0; chunk++) {
 		size_t want = fuzz_take_u8(&cur);
 		size_t len = want < fuzz_left(&cur) ? want : fuzz_left(&cur);
 
+		handshake_run(false);
 		engine_step();
 		if (smtp_client_is_closed(&h.client))
 			break;

@@ -129,6 +129,9 @@ check_valid_record(const uint8_t *buf, size_t len, const struct spool_record_hea
 		size = spool_outcome_encode(again, hdr->size, &out, hdr->commit_seq, &hdr->location);
 	} else {
 		FUZZ_CHECK(hdr->type == SPOOL_RECORD_PAD, "type is MESSAGE, OUTCOME or PAD");
+		FUZZ_CHECK(spool_pad_encode(again, hdr->size, hdr->size + SPOOL_RECORD_ALIGN,
+					    hdr->commit_seq, &hdr->location) == 0,
+			   "PAD encode refuses a size over its buffer");
 		size = spool_pad_encode(again, hdr->size, hdr->size, hdr->commit_seq,
 					&hdr->location);
 	}

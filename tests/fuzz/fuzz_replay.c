@@ -16,7 +16,7 @@
 
 #include "fuzz_common.h"
 
-#define REPLAY_FILES_MAX 4096u
+#define REPLAY_FILES_MAX 65536u /* a long fuzz run's corpus; more is an error */
 #define REPLAY_INPUT_MAX (16u * 1024u * 1024u)
 
 static int
@@ -65,14 +65,21 @@ replay_dir(const char *dir)
 	static char *names[REPLAY_FILES_MAX];
 	size_t count = 0;
 	int done = 0;
+	int is_truncated = 0;
 	DIR *d = opendir(dir);
 	struct dirent *entry;
 
 	if (d == NULL)
 		return -1;
-	while ((entry = readdir(d)) != NULL && count < REPLAY_FILES_MAX) {
+	while ((entry = readdir(d)) != NULL) {
 		if (entry->d_name[0] == '.')
 			continue;
+		if (count == REPLAY_FILES_MAX) {
+			printf("# %s: more than %u files, the rest not replayed\n", dir,
+			       REPLAY_FILES_MAX);
+			is_truncated = 1;
+			break;
+		}
 		size_t size = strlen(dir) + strlen(entry->d_name) + 2;
 		names[count] = malloc(size);
 		if (names[count] == NULL)
@@ -89,7 +96,7 @@ replay_dir(const char *dir)
 			done = -1 - (int)count;
 		free(names[i]);
 	}
-	return done < 0 ? -1 : done;
+	return done < 0 || is_truncated ? -1 : done;
 }
 
 int

@@ -202,6 +202,10 @@ parse_stream(const uint8_t *data, size_t len, const uint8_t pattern[FUZZ_SPLIT_C
 	uint32_t chunk_index = 0;
 
 	smtp_reply_parser_init(&parser);
+	size_t none = 99999;
+	FUZZ_CHECK(smtp_reply_parse(&parser, NULL, 0, &none) == SMTP_PARSE_AGAIN && none == 0 &&
+			   smtp_reply_parser_is_between_replies(&parser),
+		   "an empty feed waits and changes nothing");
 	out->reply_count = 0;
 	out->last = SMTP_PARSE_OK;
 	out->error = SMTP_REPLY_ERROR_NONE;

@@ -133,6 +133,7 @@ def record_seeds():
     write("fuzz_record", "zero", b"\0" + b"\0" * 48)
     write("fuzz_record", "magic_only", b"\0RMSP\1")
     write("fuzz_record", "queue_id", b"\0" + b"01000000000000000300001000")
+    write("fuzz_record", "queue_id_upper", b"\0" + b"01000000000000000300ABCDEF")
     # mode 2: where(2) xor(1) flags count sender_size(2) created(2+2)
     # expires(2) segment(2) offset(2) shard seq(2), recipient sizes (2
     # each), body; the last 3 bytes are the outcome's index(2) and state.
@@ -166,9 +167,41 @@ def chunks(*parts):
     return out
 
 
-def cfg(flags=0, send=0, rcpts=0, body=0, addr=0):
-    """rcpts: n + 1 recipients (n < 8), or 300 with 128."""
-    return bytes([flags, send, rcpts, body, addr])
+def cfg(flags=0, send=0, rcpts=0, body=0, addr=0, tls=0):
+    """rcpts: n + 1 recipients (n < 8), or 300 with 128. tls: the STARTTLS
+    policy (0 none, 1 opportunistic, 2 required), in byte 4 with addr."""
+    return bytes([flags, send, rcpts, body, addr | (tls << 2)])
+
+
+EHLO_TLS = b"250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+TLS_GO = b"220 2.0.0 Ready to start TLS\r\n"
+TLS_NO = b"454 4.7.0 TLS not available due to local problem\r\n"
+
+
+def client_tls_seeds(w):
+    """STARTTLS (byte 4: 4|8 policy, 16 handshake fails, 32 feed before
+    the handshake, 64 bad sender, 128 trace)."""
+    after = chunks(EHLO_PIPE, OK + OK + GO, QUEUED, BYE)
+    w("tls_opportunistic", cfg(64, tls=1) + chunks(GREETING, EHLO_TLS, TLS_GO) + after)
+    w("tls_required", cfg(64, tls=2, addr=128) + chunks(GREETING, EHLO_TLS, TLS_GO) + after)
+    w("tls_required_lockstep", cfg(64 | 1, tls=2) + chunks(GREETING, EHLO_TLS, TLS_GO, EHLO_PIPE,
+                                                            OK, OK, GO, QUEUED, BYE))
+    w("tls_offered_again", cfg(64, tls=1) + chunks(GREETING, EHLO_TLS, TLS_GO, EHLO_TLS,
+                                                   OK + OK + GO, QUEUED, BYE))
+    w("tls_injection", cfg(0, tls=1) + chunks(GREETING, EHLO_TLS, TLS_GO + b"250-evil\r\n250 ok\r\n"))
+    w("tls_injection_later", cfg(0, tls=2, addr=32) + chunks(GREETING, EHLO_TLS, TLS_GO, b"250 ok\r\n"))
+    w("tls_handshake_timeout", cfg(2, tls=2, addr=32) + chunks(GREETING, EHLO_TLS, TLS_GO) + b"\0")
+    w("tls_handshake_fails", cfg(64, tls=1, addr=16 | 128) + chunks(GREETING, EHLO_TLS, TLS_GO, EHLO_PIPE))
+    w("tls_refused_opportunistic", cfg(64, tls=1) + chunks(GREETING, EHLO_TLS, TLS_NO,
+                                                           OK + OK + GO, QUEUED, BYE))
+    w("tls_refused_required", cfg(64, tls=2) + chunks(GREETING, EHLO_TLS, TLS_NO, BYE))
+    w("tls_not_offered_required", cfg(64, tls=3, addr=128) + chunks(GREETING, EHLO_PIPE, BYE))
+    w("tls_helo_required", cfg(64, tls=2) + chunks(GREETING, b"502 5.5.2 no EHLO\r\n",
+                                                   b"250 mx.example.com\r\n", BYE))
+    w("tls_3xx", cfg(0, tls=1) + chunks(GREETING, EHLO_TLS, b"354 what\r\n"))
+    w("tls_closing", cfg(0, tls=2) + chunks(GREETING, EHLO_TLS, b"421 4.3.2 shutting down\r\n"))
+    w("tls_partial_send", cfg(64, send=128 | 3, tls=1) + chunks(GREETING, EHLO_TLS, TLS_GO, EHLO_PIPE,
+                                                                OK + OK + GO, QUEUED, BYE))
 
 
 def client_seeds():
@@ -200,41 +233,139 @@ def client_seeds():
     w("data_2xx", cfg(0) + chunks(GREETING, EHLO_PIPE, OK + OK + b"250 what\r\n"))
     w("rset_refused", cfg(4) + chunks(GREETING, EHLO_PIPE, OK + OK + GO, QUEUED,
                                       b"500 5.5.1 no RSET\r\n", BYE))
+    w("ehlo_auth_size", cfg(64 | 128) + chunks(
+        GREETING, b"250-mx.example.com\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-AUTH=LOGIN\r\n"
+                  b"250-SIZE 184467440737095516160\r\n250-SIZE\r\n250-SIZE 12x\r\n250-DSN\r\n"
+                  b"250-CHUNKING\r\n250-X-" + b"K" * 70 + b"\r\n250-ENHANCEDSTATUSCODES\r\n"
+                  b"250 SIZE 99999999999999999999\r\n", OK + OK + GO, QUEUED, BYE))
+    w("bad_sender", cfg(64, addr=64 | 128) + chunks(GREETING, EHLO_PIPE, BYE))
+    w("empty_rcpt", cfg(64, body=4) + chunks(GREETING, EHLO_PIPE, BYE))
+    w("long_rcpt", cfg(64 | 4, rcpts=1, body=8) + chunks(GREETING, EHLO_PIPE, BYE))
+    w("two_messages_lockstep_8bit", cfg(64 | 4 | 8 | 1, rcpts=2, body=2, addr=128) + chunks(
+        GREETING, EHLO_PIPE, OK, OK, b"450 4.2.0 busy\r\n", OK, GO, QUEUED,
+        OK, OK, OK, b"550 5.1.1 no\r\n", OK, GO, b"554 5.7.1 spam\r\n", BYE))
+    client_tls_seeds(w)
 
 
-# ---- fuzz_server: config, sends, then (length, client bytes) chunks ----
+# ---- fuzz_server: config, sends, options, then (length, client bytes) chunks
+
+def scfg(flags, sends, options=0):
+    """options (byte 2): 1 STARTTLS offered, 2 TLS required, 4 AUTH only
+    under TLS, 8 message_reply, 16 late results, 32 zero limits, 64
+    back-pressure CLOSE from chunk 2, 128 feed the rest after STARTTLS."""
+    return bytes([flags, sends, options])
+
+
+def server_tls_seeds(w, ehlo, env, body):
+    tls = b"STARTTLS\r\n"
+    w("tls", scfg(1, 0, 1) + chunks(ehlo, tls, ehlo, env, body, b"QUIT\r\n"))
+    w("tls_required", scfg(1, 0, 1 | 2) + chunks(ehlo, env, b"BDAT 3 LAST\r\nabc", tls, ehlo,
+                                                  env, body, b"QUIT\r\n"))
+    w("tls_injection", scfg(1, 0, 1 | 128) + chunks(ehlo, tls + b"MAIL FROM:<evil@x>\r\nRSET\r\n",
+                                                     ehlo, b"QUIT\r\n"))
+    w("tls_injection_dropped", scfg(1, 0, 1) + chunks(ehlo, tls + b"MAIL FROM:<evil@x>\r\n", ehlo,
+                                                      b"QUIT\r\n"))
+    w("tls_handshake_timeout", scfg(1, 0, 1 | 128) + chunks(ehlo, tls) + b"\0")
+    w("tls_refusals", scfg(1, 0, 1) + chunks(ehlo, b"STARTTLS now\r\n",
+                                             b"MAIL FROM:<a@b>\r\n", tls, b"RSET\r\n", tls,
+                                             ehlo, tls, b"QUIT\r\n"))
+    w("tls_not_offered", scfg(1, 0, 0) + chunks(ehlo, tls, b"QUIT\r\n"))
+    w("tls_auth", scfg(2 | 64, 0, 1 | 4) + chunks(ehlo, b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", tls,
+                                                   ehlo, b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+                                                   env, body, b"QUIT\r\n"))
+    w("tls_auth_no_starttls", scfg(2, 0, 4) + chunks(ehlo, b"AUTH PLAIN\r\n", b"QUIT\r\n"))
+    w("tls_required_auth", scfg(2 | 64, 0, 1 | 2) + chunks(ehlo, b"AUTH LOGIN\r\n", b"DATA\r\n",
+                                                           b"RCPT TO:<a@b>\r\n", tls, ehlo,
+                                                           b"AUTH LOGIN\r\n", b"YWxpY2U=\r\n",
+                                                           b"c2VjcmV0\r\n", env, body))
+
+
+def server_more_seeds(w, ehlo, env, body):
+    w("late_results", scfg(1 | 2 | 64, 0, 16) + chunks(ehlo, env, body + b"NOOP\r\n",
+                                                        b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+                                                        b"QUIT\r\n"))
+    w("late_result_timeout", scfg(1, 0, 16) + chunks(ehlo, env, body) + b"\0")
+    w("message_reply", scfg(1, 0, 8) + chunks(ehlo, env, body, b"QUIT\r\n"))
+    w("zero_limits", scfg(1, 0, 32) + chunks(ehlo, env, body, b"QUIT\r\n"))
+    w("backpressure_close", scfg(1, 0, 64) + chunks(ehlo, b"NOOP\r\n", env))
+    w("simple_commands", scfg(1, 0) + chunks(ehlo, b"VRFY\r\nVRFY postmaster\r\nHELP\r\nTURN\r\n"
+                                             b"EXPN list\r\nETRN x\r\nNOOP\r\nRSET\r\n", b"QUIT\r\n"))
+    w("greeting_delay", scfg(128 | 1, 0) + b"\0" + chunks(ehlo, env, body, b"QUIT\r\n"))
+    w("help_flood", scfg(1, 0) + chunks(ehlo, b"HELP\r\n" * 42, b"QUIT\r\n"))
+    w("line_over_buffer", scfg(1, 0) + chunks(ehlo, b"NOOP " + b"x" * 2100 + b"\r\n", b"QUIT\r\n"))
+    w("bdat_split", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 300 LAST\r\n",
+                                        b"y" * 100, b"\r\n.z" * 40, b"w" * 80, b"QUIT\r\n"))
+    w("bdat_too_big", scfg(1 | 16, 0) + chunks(ehlo, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+                                               b"BDAT 400 LAST\r\n", b"v" * 200, b"v" * 200,
+                                               b"QUIT\r\n"))
+    w("xtext", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<a@b> AUTH=a+2Bb+3D BODY=7BIT\r\n",
+                                   b"RSET\r\nMAIL FROM:<a@b> AUTH=a+2\r\n",
+                                   b"MAIL FROM:<a@b> AUTH=a+zz\r\n", b"MAIL FROM:<a@b> AUTH=a+2z\r\n",
+                                   b"MAIL FROM:<a@b> AUTH=a=b\r\n", b"MAIL FROM:<a@b> BODY=BINARY\r\n",
+                                   b"QUIT\r\n"))
+    w("utf8", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<a@b> SMTPUTF8\r\n",
+                                  b"RCPT TO:<\xed\xa0\x80@b>\r\nRCPT TO:<\xf4\x90\x80\x80@b>\r\n"
+                                  b"RCPT TO:<\xf0\x80\x80\xaf@b>\r\nRCPT TO:<\xe2\x82\xac@b>\r\n"
+                                  b"RCPT TO:<a~{}|@b>\r\n", b"QUIT\r\n"))
+    w("auth_b64", scfg(2, 0) + chunks(ehlo, b"AUTH PLAIN AGE/AGI/\r\n", b"AUTH PLAIN a=b=\r\n",
+                                      b"AUTH PLAIN AG\x01\r\n", b"AUTH LOGIN\r\n", b"Y" * 1200 + b"\r\n",
+                                      b"QUIT\r\n"))
+    w("auth_late_timeout", scfg(2 | 64, 0, 16) + chunks(ehlo, b"AUTH PLAIN\r\n",
+                                                         b"AGFsaWNlAHNlY3JldA==\r\n") + b"\0")
+    w("helo_variants", scfg(1 | 8, 0) + chunks(b"HELO\r\n", b"HELO a b\r\n", b"EHLO\r\n",
+                                               b"HELO client.example\r\n", env, b"a\0b\r\n.\r\n"))
+    w("helo_8bit", scfg(1, 0) + chunks(b"HELO caf\xc3\xa9\r\n", b"EHLO caf\xc3\xa9\r\n", b"QUIT\r\n"))
+    w("nul_close", scfg(1 | 8, 0) + chunks(ehlo, env, b"a\0b\r\n.\r\n", b"QUIT\r\n"))
+    w("auth_b64_long", scfg(2, 0) + chunks(ehlo, b"AUTH PLAIN " + b"QUFB" * 270 + b"\r\n", b"QUIT\r\n"))
+    w("rcpt_arena", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<a@b>\r\n",
+                                        *[b"RCPT TO:<" + bytes([0x61 + i]) * 200 + b"@d>\r\n"
+                                          for i in range(12)], b"QUIT\r\n"))
+    w("addresses", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<" + b"a" * 300 + b"@b>\r\n",
+                                       b"MAIL FROM:<\xc3\xa9@b>\r\n",
+                                       b"MAIL FROM:<a@b> SIZE=99999999999\r\n",
+                                       b"MAIL FROM:<\"q uoted\"@[127.0.0.1]>\r\n",
+                                       b"RCPT TO:<Postmaster>\r\nRCPT TO:<\xc3\xa9@b>\r\n"
+                                       b"RCPT TO:<" + b"c" * 300 + b"@d>\r\n",
+                                       b"RSET\r\nMAIL FROM:<a@b> SMTPUTF8\r\nRCPT TO:<\xc3\xa9@b>\r\n"
+                                       b"RCPT TO:<\xc3\x28@b>\r\nRCPT TO:<\xe0\x80\xaf@b>\r\n", b"QUIT\r\n"))
 
 def server_seeds():
     w = lambda name, data: write("fuzz_server", name, data)
     ehlo = b"EHLO client.example\r\n"
     env = b"MAIL FROM:<a@send.example> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<b@rcpt.example>\r\nDATA\r\n"
     body = b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"
-    w("data", bytes([1, 0]) + chunks(ehlo, env, body, b"QUIT\r\n"))
-    w("data_split", bytes([1, 7]) + chunks(ehlo, env) + chunks(*[bytes([c]) for c in body]))
-    w("two_messages", bytes([1, 0]) + chunks(ehlo, env, body, env, body, b"RSET\r\nNOOP\r\nQUIT\r\n"))
-    w("helo", bytes([1, 0]) + chunks(b"HELO client.example\r\n", env, body, b"QUIT\r\n"))
-    w("bdat", bytes([1, 0]) + chunks(ehlo, b"MAIL FROM:<>\r\nRCPT TO:<b@rcpt.example>\r\n"
+    w("data", scfg(1, 0) + chunks(ehlo, env, body, b"QUIT\r\n"))
+    w("data_split", scfg(1, 7) + chunks(ehlo, env) + chunks(*[bytes([c]) for c in body]))
+    w("two_messages", scfg(1, 0) + chunks(ehlo, env, body, env, body, b"RSET\r\nNOOP\r\nQUIT\r\n"))
+    w("helo", scfg(1, 0) + chunks(b"HELO client.example\r\n", env, body, b"QUIT\r\n"))
+    w("bdat", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<>\r\nRCPT TO:<b@rcpt.example>\r\n"
                                           b"BDAT 7\r\n.a\r\nb\r\nBDAT 3 LAST\r\n.\r\n", b"QUIT\r\n"))
-    w("bdat_rset", bytes([1, 0]) + chunks(ehlo, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 2\r\nabRSET\r\n"))
-    w("smuggle_lf", bytes([1, 0]) + chunks(ehlo, env, b"a\r\n\n.\nMAIL FROM:<x@y>\r\n.\r\n", b"QUIT\r\n"))
-    w("smuggle_cr", bytes([1 | 8, 0]) + chunks(ehlo, env, b"a\r\r.\r\rMAIL FROM:<x@y>\r\n.\r\n"))
-    w("smuggle_end", bytes([1, 0]) + chunks(ehlo, env, b"a\r\n.\nRCPT TO:<x@y>\r\n\r\n.\r\nQUIT\r\n"))
-    w("auth_plain", bytes([2 | 64, 0]) + chunks(ehlo, b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", env, body))
-    w("auth_login", bytes([2, 0]) + chunks(ehlo, b"AUTH LOGIN\r\n", b"YWxpY2U=\r\n", b"c2VjcmV0\r\n", env))
-    w("auth_cancel", bytes([2, 0]) + chunks(ehlo, b"AUTH PLAIN\r\n", b"*\r\n", b"AUTH PLAIN =\r\n"))
-    w("relay_denied", bytes([0, 0]) + chunks(ehlo, env, b"QUIT\r\n"))
-    w("pipelining_violation", bytes([1, 0]) + chunks(ehlo + b"MAIL FROM:<a@b>\r\n"))
-    w("early_talker", bytes([128 | 1, 0]) + chunks(ehlo))
-    w("bad_lines", bytes([1 | 16, 3]) + chunks(ehlo, b"MAIL FROM:<a\0b@c>\r\n", b"RCPT TO:<x@y>\nDATA\r\n",
+    w("bdat_rset", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 2\r\nabRSET\r\n"))
+    w("smuggle_lf", scfg(1, 0) + chunks(ehlo, env, b"a\r\n\n.\nMAIL FROM:<x@y>\r\n.\r\n", b"QUIT\r\n"))
+    w("smuggle_cr", scfg(1 | 8, 0) + chunks(ehlo, env, b"a\r\r.\r\rMAIL FROM:<x@y>\r\n.\r\n"))
+    w("smuggle_end", scfg(1, 0) + chunks(ehlo, env, b"a\r\n.\nRCPT TO:<x@y>\r\n\r\n.\r\nQUIT\r\n"))
+    w("auth_plain", scfg(2 | 64, 0) + chunks(ehlo, b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", env, body))
+    w("auth_login", scfg(2, 0) + chunks(ehlo, b"AUTH LOGIN\r\n", b"YWxpY2U=\r\n", b"c2VjcmV0\r\n", env))
+    w("auth_cancel", scfg(2, 0) + chunks(ehlo, b"AUTH PLAIN\r\n", b"*\r\n", b"AUTH PLAIN =\r\n"))
+    w("relay_denied", scfg(0, 0) + chunks(ehlo, env, b"QUIT\r\n"))
+    w("pipelining_violation", scfg(1, 0) + chunks(ehlo + b"MAIL FROM:<a@b>\r\n"))
+    w("early_talker", scfg(128 | 1, 0) + chunks(ehlo))
+    w("bad_lines", scfg(1 | 16, 3) + chunks(ehlo, b"MAIL FROM:<a\0b@c>\r\n", b"RCPT TO:<x@y>\nDATA\r\n",
                                                b"NOOP " + b"x" * 100 + b"\r\n", b"VRFY x\r\nBOGUS\r\n"))
-    w("params", bytes([1, 0]) + chunks(ehlo, b"MAIL FROM:<a@b> AUTH=<>\r\n", b"MAIL FROM:<a@b> SIZE=\r\n",
+    w("params", scfg(1, 0) + chunks(ehlo, b"MAIL FROM:<a@b> AUTH=<>\r\n", b"MAIL FROM:<a@b> SIZE=\r\n",
                                        b"MAIL FROM:<@route,@r2:a@b> SMTPUTF8 ENVID=x+2By\r\n",
                                        b"RCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\n"))
-    w("many_rcpts", bytes([1 | 16, 0]) + chunks(ehlo, b"MAIL FROM:<a@b>\r\n" + b"RCPT TO:<c@d>\r\n" * 5
+    w("many_rcpts", scfg(1 | 16, 0) + chunks(ehlo, b"MAIL FROM:<a@b>\r\n" + b"RCPT TO:<c@d>\r\n" * 5
                                                  + b"DATA\r\n", b"x" * 50 + b"\r\n.\r\n"))
-    w("backpressure", bytes([1, 128]) + chunks(ehlo, env))
-    w("timeout", bytes([1, 0]) + chunks(ehlo, env) + b"\0")
-    w("spool_fails", bytes([1 | 32, 0]) + chunks(ehlo, env, body, b"QUIT\r\n"))
+    w("backpressure", scfg(1, 128) + chunks(ehlo, env))
+    w("timeout", scfg(1, 0) + chunks(ehlo, env) + b"\0")
+    w("spool_fails", scfg(1 | 32, 0) + chunks(ehlo, env, body, b"QUIT\r\n"))
+    server_tls_seeds(w, ehlo, env, body)
+    server_more_seeds(w, ehlo, env, body)
+    # Regression (docs/fuzzing.md "Findings", tests/smtp/test_fuzz_regress.c):
+    # a command line past the 2048-byte line buffer in 255-byte reads.
+    w("regress-line-over-buffer", scfg(1, 0) + chunks(ehlo) + chunks(b"NOOP " + b"x" * 2300 + b"\r\n")
+      + chunks(b"QUIT\r\n"))
 
 
 def main():
