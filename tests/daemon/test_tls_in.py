@@ -27,13 +27,12 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import Daemon, build_root, diag, done, ok, queue_id_of  # noqa: E402
+from daemon_tap import Client, Daemon, build_root, diag, done, ok, queue_id_of  # noqa: E402
 
 root = build_root()
 here = os.path.dirname(os.path.abspath(__file__))
@@ -41,45 +40,12 @@ certs_script = os.path.join(here, "..", "lib", "tls_certs.sh")
 TIMEOUT = 60.0
 
 
-class TlsClient:
-    """A raw SMTP client that can switch to TLS after the 220 to STARTTLS."""
+class TlsClient(Client):
+    """A raw SMTP client (daemon_tap.Client) that can switch to TLS after
+    the 220 to STARTTLS."""
 
     def __init__(self, port, source="127.0.0.1"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
-                                             source_address=(source, 0))
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def reply(self):
-        """(code, lines); (0, lines) on EOF or a socket error."""
-        lines = []
-        try:
-            while True:
-                line = self._line()
-                lines.append(line.decode("utf-8", "replace"))
-                if len(line) < 4 or line[3:4] != b"-":
-                    break
-        except (EOFError, OSError):
-            return (0, lines)
-        try:
-            return (int(lines[-1][:3]), lines)
-        except ValueError:
-            return (-1, lines)
-
-    def cmd(self, data):
-        self.send(data)
-        return self.reply()
+        super().__init__(port, source=source, timeout=TIMEOUT)
 
     def pending(self):
         """Bytes already received but not read as a reply."""
