@@ -230,6 +230,10 @@ struct eng_deliver_outcome {
 	struct eng_deliver_outcome *outbox_next;
 	uint32_t mail_kind; /* in an outbox: OUTCOME or RELEASE */
 	bool has_body;	    /* holds one of msg->body_refs (for its DSN) */
+	/* A bounce of a read-back body (the job's own, gone with the job):
+	 * a copy of its headers for the DSN, or NULL. */
+	uint8_t *dsn_headers;
+	uint32_t dsn_headers_len;
 	enum eng_log_event event;
 	uint32_t attempt;
 	uint16_t code;
@@ -304,8 +308,10 @@ struct eng_deliver {
 	uint32_t outcomes_reserved;
 	struct eng_heap retry; /* jobs by next_attempt_ns (wall clock) */
 	/* Bodies: bytes held by this shard (injected bodies it wrote, bodies
-	 * read back for its jobs), against memory_budget / shards. */
-	_Atomic uint64_t body_bytes;
+	 * read back for its jobs), against memory_budget / shards. The
+	 * counter is the node's (struct eng_shard): a body this shard wrote
+	 * may be freed by another shard after this one is destroyed. */
+	_Atomic uint64_t *body_bytes;
 	uint64_t body_budget;
 	uint32_t prefetch_max;	/* loads held at most (LOADING + LOADED jobs) */
 	uint32_t loads_held;	/* jobs of this shard with a load */
@@ -523,7 +529,7 @@ eng_deliver_job_drop_body(struct eng_deliver_job *job)
 		struct eng_deliver *owner = load->owner;
 		ENG_ASSERT(owner->loads_held > 0);
 		owner->loads_held--;
-		eng_deliver_body_uncharge(&owner->body_bytes, load->charge);
+		eng_deliver_body_uncharge(owner->body_bytes, load->charge);
 		free(load->read.buf);
 		free(load->read.rcpts);
 		free(load->body_copy);
@@ -913,6 +919,9 @@ eng_deliver_outcome_release(struct eng_deliver *d, struct eng_deliver_outcome *o
 	if (op->has_body)
 		eng_deliver_msg_body_release(op->msg);
 	op->has_body = false;
+	free(op->dsn_headers);
+	op->dsn_headers = NULL;
+	op->dsn_headers_len = 0;
 	eng_deliver_msg_unref(op->msg);
 	op->msg = NULL;
 	op->writer = NULL;
@@ -1015,10 +1024,8 @@ eng_deliver_dsn_input(const struct eng_deliver *w, const struct eng_deliver_outc
 		.queue_id_len = strlen(msg->queue_id),
 		.arrival_ns = msg->created_ns,
 		.now_ns = eng_now_realtime_ns(),
-		/* XXX: a body read back from the spool is not kept for the
-		 * DSN: its report then has no original headers. */
-		.body = op->has_body ? msg->body : NULL,
-		.body_len = op->has_body ? msg->body_size : 0,
+		.body = op->has_body ? msg->body : op->dsn_headers,
+		.body_len = op->has_body ? msg->body_size : op->dsn_headers_len,
 		.rcpts = rcpt,
 		.rcpt_count = 1,
 	};
@@ -1170,6 +1177,36 @@ eng_deliver_outcome_fill(struct eng_deliver_outcome *op, const struct smtp_statu
 }
 
 /*
+ * A read-back body belongs to its job and goes with it, before the DSN of
+ * a bounce is built on the writer shard: keep a copy of its headers (all
+ * the DSN quotes, RET=HDRS) up to the blank line, bounded as eng_dsn
+ * bounds them. Out of memory: the DSN goes without them.
+ */
+static void
+eng_deliver_outcome_keep_headers(struct eng_deliver_outcome *op,
+				 const struct eng_deliver_job *job)
+{
+	if (job->body_state != ENG_DELIVER_BODY_LOADED || job->load == NULL)
+		return;
+	const struct eng_deliver_load *load = job->load;
+	const uint8_t *body = load->body_copy != NULL ? load->body_copy
+						      : load->read.message.body.data;
+	size_t size = ENG_MIN(job->msg->body_size, (size_t)ENG_DSN_HEADERS_SIZE_MAX + 4u);
+	size_t len = size;
+	for (size_t i = 0; i + 4u <= size; i++) {
+		if (memcmp(body + i, "\r\n\r\n", 4) == 0) {
+			len = i + 4u;
+			break;
+		}
+	}
+	if (len == 0 || (op->dsn_headers = malloc(len)) == NULL)
+		return;
+	memcpy(op->dsn_headers, body, len);
+	op->dsn_headers_len = (uint32_t)len;
+
+}
+
+/*
  * Journal recipient i of job with status (its outcome for this attempt).
  * Uses one of the job's reserved ops. A deferral sets the rcpt's next
  * attempt and pulls the job's next attempt earlier.
@@ -1229,10 +1266,13 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 	op->msg = job->msg;
 	eng_deliver_msg_ref(op->msg);
 	op->has_body = false;
+	ENG_ASSERT(op->dsn_headers == NULL);
 	if ((state == SPOOL_RCPT_BOUNCED || state == SPOOL_RCPT_EXPIRED) &&
 	    job->body_state == ENG_DELIVER_BODY_SHARED) {
 		eng_deliver_msg_body_ref(op->msg); /* its DSN quotes the headers */
 		op->has_body = true;
+	} else if (state == SPOOL_RCPT_BOUNCED || state == SPOOL_RCPT_EXPIRED) {
+		eng_deliver_outcome_keep_headers(op, job);
 	}
 	eng_deliver_outcome_send(d, op);
 }
@@ -1254,7 +1294,7 @@ eng_deliver_local_status(uint16_t code, uint16_t subject, uint16_t detail, const
 static bool
 eng_deliver_is_over_budget(const struct eng_deliver *d)
 {
-	return atomic_load_explicit(&d->body_bytes, memory_order_relaxed) > d->body_budget;
+	return atomic_load_explicit(d->body_bytes, memory_order_relaxed) > d->body_budget;
 }
 
 /*
@@ -1982,7 +2022,7 @@ eng_deliver_may_load(const struct eng_deliver *d, const struct eng_deliver_job *
 		return false;
 	if (d->loads_held == 0)
 		return true;
-	uint64_t held = atomic_load_explicit(&d->body_bytes, memory_order_relaxed);
+	uint64_t held = atomic_load_explicit(d->body_bytes, memory_order_relaxed);
 	return held + eng_deliver_load_size(job->msg) <= d->body_budget;
 }
 
@@ -2017,7 +2057,7 @@ eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
 	load->job = job;
 	load->owner = d;
 	load->charge = eng_deliver_load_size(msg);
-	eng_deliver_body_charge(&d->body_bytes, load->charge);
+	eng_deliver_body_charge(d->body_bytes, load->charge);
 	d->loads_held++;
 	d->loads_out++;
 	job->load = load;
@@ -2054,9 +2094,9 @@ eng_deliver_load_shrink(struct eng_deliver *d, struct eng_deliver_load *load)
 	load->read.buf = NULL;
 	load->read.rcpts = NULL;
 	load->read.message = (struct spool_message){ 0 };
-	eng_deliver_body_uncharge(&d->body_bytes, load->charge);
+	eng_deliver_body_uncharge(d->body_bytes, load->charge);
 	load->charge = size;
-	eng_deliver_body_charge(&d->body_bytes, load->charge);
+	eng_deliver_body_charge(d->body_bytes, load->charge);
 }
 
 static void
@@ -2487,9 +2527,11 @@ eng_deliver_attach_log(struct eng_deliver *d, struct eng_logfile_shared *shared,
 
 struct eng_deliver *
 eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
-		   struct eng_global_limit *node, uint32_t shard_index, char *err, size_t err_size)
+		   struct eng_global_limit *node, _Atomic uint64_t *body_account,
+		   uint32_t shard_index, char *err, size_t err_size)
 {
 	ENG_ASSERT(ring != NULL && config != NULL && *config != NULL && node != NULL);
+	ENG_ASSERT(body_account != NULL);
 	struct eng_deliver *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
 		snprintf(err, err_size, "out of memory for the delivery state");
@@ -2504,7 +2546,8 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 	if (d->slot_count == 0)
 		d->slot_count = ENG_DELIVER_CONNS;
 	d->prefetch_max = ENG_DELIVER_PREFETCH_MAX;
-	atomic_init(&d->body_bytes, 0);
+	d->body_bytes = body_account;
+	atomic_store_explicit(d->body_bytes, 0, memory_order_relaxed);
 	d->slots = calloc(d->slot_count, sizeof(*d->slots));
 	d->outcomes = calloc(ENG_DELIVER_OUTCOMES, sizeof(*d->outcomes));
 	d->bounce = calloc(1, sizeof(*d->bounce));
@@ -2737,6 +2780,8 @@ eng_deliver_destroy(struct eng_deliver *d)
 		eng_tls_ctx_put(d->tls_ctx);
 	free(d->outbox);
 	free(d->bounce);
+	for (uint32_t i = 0; d->outcomes != NULL && i < ENG_DELIVER_OUTCOMES; i++)
+		free(d->outcomes[i].dsn_headers); /* none left after a drain */
 	free(d->outcomes);
 	free(d->slots);
 	free(d);
@@ -2793,7 +2838,7 @@ eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
 	ENG_ASSERT(loc->shard == d->shard_index);
 	ENG_ASSERT(msg->rcpt_count > 0 && msg->rcpts != NULL);
 	d->stats.messages_injected++;
-	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg, &d->body_bytes);
+	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg, d->body_bytes);
 	d->recover_job_count = 0;
 	for (uint32_t i = 0; i < msg->rcpt_count; i++) {
 		if (copy == NULL || !eng_deliver_queue_rcpt(d, copy, msg, i, 0, 0)) {

@@ -65,6 +65,7 @@
 #ifndef ENG_DELIVER_H
 #define ENG_DELIVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -115,13 +116,15 @@ struct eng_deliver_stats {
  * outcome pool, the shard's resolver ([engine] dns_servers,
  * else /etc/resolv.conf) and DNS cache, and the schedule hook on ring. *config is the
  * shard's config pointer, read on every use (a reload replaces it). node
- * is the node-wide connection limit. Call before spool_open (recovery hands
- * recipients in), then eng_deliver_attach_spool. Returns NULL with one line
+ * is the node-wide connection limit. body_account counts the bytes of
+ * bodies this shard holds; it must outlive every shard's destroy (another
+ * shard may free a body charged to it last). Call before spool_open
+ * (recovery hands recipients in), then eng_deliver_attach_spool. Returns NULL with one line
  * in err.
  */
 struct eng_deliver *eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
-				       struct eng_global_limit *node, uint32_t shard_index,
-				       char *err, size_t err_size);
+				       struct eng_global_limit *node, _Atomic uint64_t *body_account,
+				       uint32_t shard_index, char *err, size_t err_size);
 
 struct ring_mailbox_mesh;
 struct eng_logfile_shared;

@@ -149,7 +149,7 @@ eng_shard_open(struct eng_shard *shard)
 	/* Before the spool: recovery hands its recipients to delivery. */
 	shard->deliver =
 		eng_deliver_create(shard->ring, &shard->config, &shard->node->connection_limit,
-				   shard->index, shard->err, sizeof(shard->err));
+				   &shard->body_bytes, shard->index, shard->err, sizeof(shard->err));
 	if (shard->deliver == NULL)
 		return -EIO;
 	eng_deliver_attach_mesh(shard->deliver, shard->node->mesh);

@@ -77,6 +77,10 @@ struct eng_shard {
 	struct ring *ring;
 	struct spool *spool;
 	struct eng_deliver *deliver; /* this shard's delivery loop */
+	/* Bytes of message bodies charged to this shard (eng_deliver): here,
+	 * not in eng_deliver, because another shard may free a body charged
+	 * to it after this shard's eng_deliver is destroyed. */
+	_Atomic uint64_t body_bytes;
 	struct eng_listen *listen;   /* this shard's injection sockets (eng_listen.h) */
 	struct ring_op control_op;
 	_Atomic int state; /* enum eng_shard_state */

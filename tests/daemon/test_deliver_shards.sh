@@ -222,7 +222,7 @@ for r in dsns:
     for needle in ("multipart/report", "report-type=delivery-status",
                    "message/delivery-status", "Action: failed", "Status: 5.1.1",
                    "Final-Recipient: rfc822;", "@d1.test", "Auto-Submitted: auto-replied",
-                   "text/rfc822-headers"):
+                   "text/rfc822-headers", "Subject: load message"):
         assert needle in b, needle
 assert sum(1 for r in recs if r["from"] != "") == 40 - bounced
 print("ok")'
