@@ -523,6 +523,10 @@ eng_append_callback(struct spool_append *op, int32_t result)
 		char id[SPOOL_QUEUE_ID_SIZE];
 		spool_queue_id_format(&op->location, id);
 		smtp_server_message_result(&conn->session, true, id, strlen(id));
+	} else if (result == -ENOSPC) {
+		/* No segment could be made for it (a full disk, or below the
+		 * reserve): the client may retry later, as at MAIL. */
+		eng_record_reply(conn, 452, "4.3.1 Insufficient system storage");
 	} else {
 		atomic_fetch_add(&eng_conn_counters(conn)->rejected, 1);
 		smtp_server_message_result(&conn->session, false, NULL, 0);

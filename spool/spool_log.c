@@ -126,6 +126,7 @@ struct spool_log {
 	bool closing;
 	uint32_t recycling; /* renamed segments waiting for their directory sync */
 	bool below_reserve; /* the last segment creation was held back by the reserve */
+	bool prep_failed_at_start; /* the last preparation failed before any I/O */
 	uint32_t unlinks_in_flight; /* deletions and recycles waiting for a sync */
 	uint32_t activations; /* segments whose .seg name is not durable yet */
 	/* Segments. */
@@ -350,6 +351,7 @@ spool_prep_start(struct spool_log *log)
 	char path[PATH_MAX];
 	ENG_ASSERT(log->preparing == NULL);
 	log->below_reserve = !spool_prep_has_room(log);
+	log->prep_failed_at_start = true; /* until the zeroing is under way */
 	if (log->below_reserve) {
 		log->prep_error = -ENOSPC;
 		log->prep_retry_at_ns = eng_now_monotonic_ns() + SPOOL_PREP_RETRY_NS;
@@ -377,6 +379,7 @@ spool_prep_start(struct spool_log *log)
 		return;
 	}
 	log->preparing = seg;
+	log->prep_failed_at_start = false;
 	spool_prep_zero_more(log, seg);
 }
 
@@ -622,18 +625,25 @@ spool_place_one(struct spool_log *log, struct spool_append *op)
 
 /*
  * Appends still pending when no segment exists or is coming (none active,
- * none ready or being recycled, and the last preparation failed: ENOSPC
- * with no reserve configured, EIO, EMFILE) fail now with that error
- * instead of waiting for a preparation retry that may never succeed: the
- * client gets a 4xx at once rather than a timeout at its final dot, and
- * the record was never written, so nothing acknowledged is at stake. The
- * log stays healthy; the next flush after the retry time prepares again.
+ * ready, being prepared or recycled) and the last preparation failed:
+ * fail them with its error instead of waiting for a retry that may never
+ * succeed (the client gets a 4xx at once rather than a timeout at its
+ * final dot; no record was written, so nothing acknowledged is at stake).
+ * A preparation that failed before any I/O (below the reserve; ENOSPC
+ * from fallocate with no reserve configured; EMFILE) costs a statvfs or
+ * an open to try again, so it is tried again first, whatever the retry
+ * delay: space freed a moment ago is used at once. One that failed in its
+ * I/O waits for the delay. The log stays healthy either way.
  */
 static void
 spool_fail_unplaceable(struct spool_log *log)
 {
 	if (log->pending_head == NULL || log->prep_error >= 0 || log->preparing != NULL ||
-	    log->active != NULL || log->ready_count > 0 || log->recycling > 0)
+	    log->active != NULL || log->ready_count > 0 || log->recycling > 0 || log->closing)
+		return;
+	if (log->prep_failed_at_start)
+		spool_prep_start(log);
+	if (log->preparing != NULL || log->prep_error >= 0)
 		return;
 	struct spool_append *head = log->pending_head;
 	log->pending_head = log->pending_tail = NULL;

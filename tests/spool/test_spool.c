@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -346,60 +345,6 @@ Test(spool, free_space_reserve_refuses_new_messages_before_the_disk_is_full)
 	cr_assert(spool_is_healthy(h.sp));
 }
 
-/*
- * No segment can be made (here: no file descriptor left, as EMFILE; on a
- * full disk with no reserve configured it is ENOSPC from fallocate): the
- * appends that find no room fail with that error at once instead of
- * waiting forever (the client would time out at its final dot), the spool
- * stays healthy, it takes messages again by itself once segments can be
- * made, and everything acknowledged is recovered.
- */
-Test(spool, appends_fail_fast_when_no_segment_can_be_made)
-{
-	h.cfg.ready_segments = 1;
-	harness_open();
-	int probe = dup(0);
-	cr_assert_geq(probe, 0);
-	close(probe);
-	struct rlimit saved;
-	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
-	struct rlimit low = { .rlim_cur = (rlim_t)probe, .rlim_max = saved.rlim_max };
-	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
-	/* About 3.6 MB into 1 MiB segments: the active and the ready one fill. */
-	write_messages(0, 60, 60000);
-	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &saved), 0);
-	uint32_t failed = 0, acked_rcpts = 0;
-	for (uint32_t i = 0; i < 60; i++) {
-		if (h.msgs[i].result == 0)
-			acked_rcpts += h.msgs[i].message.rcpt_count;
-		else
-			cr_assert_eq(h.msgs[i].result, -EMFILE, "message %u: %d", i, h.msgs[i].result);
-		failed += h.msgs[i].result != 0;
-	}
-	cr_assert_geq(h.acked, 10, "acked %u", h.acked);
-	cr_assert_gt(failed, 0);
-	cr_assert(spool_is_healthy(h.sp));
-	cr_assert_gt(spool_message_stats(h.sp)->appends_failed_no_segment, 0);
-	/* Back by itself once the preparation is retried (1 s later). */
-	uint64_t deadline = eng_now_monotonic_ns() + 20ull * 1000000000ull;
-	uint32_t next = 60;
-	for (;;) {
-		cr_assert_lt(next, MSG_MAX);
-		write_messages(next, next + 1, 60000);
-		if (h.msgs[next].result == 0) {
-			acked_rcpts += h.msgs[next].message.rcpt_count;
-			break;
-		}
-		cr_assert_eq(h.msgs[next].result, -EMFILE);
-		cr_assert_lt(eng_now_monotonic_ns(), deadline, "never accepted again");
-		next++;
-		(void)ring_run_once(h.ring, 50000000ull);
-	}
-	harness_reopen();
-	cr_assert_eq(h.recovered, acked_rcpts);
-	cr_assert_eq(h.recovered_mismatch, 0);
-}
-
 /* ---- faults at the completion layer ---- */
 
 struct fault {
@@ -525,4 +470,57 @@ Test(spool, eagain_is_resubmitted_not_failed)
 	cr_assert_eq(fault.injected, 1);
 	cr_assert_eq(h.acked, 150);
 	cr_assert(spool_is_healthy(h.sp));
+}
+
+/*
+ * No segment can be made: every preparation's zeroing write fails with
+ * ENOSPC (the completion layer, as a full disk would answer). The appends
+ * that find no room fail with that error in bounded time instead of
+ * waiting forever for a preparation that keeps failing (the client would
+ * time out at its final dot); the spool stays healthy, takes messages
+ * again by itself once preparations succeed, and everything acknowledged
+ * is recovered. Before the fix, write_messages() never returned.
+ */
+Test(spool, appends_fail_fast_when_no_segment_can_be_made)
+{
+	h.cfg.ready_segments = 1;
+	harness_open();
+	fault = (struct fault){ .tag = SPOOL_TAG_PREPARE, .nth = 1, .persistent = true,
+				.res = -ENOSPC };
+	ring_set_fault(h.ring, fault_hook, &fault);
+	/* About 3.6 MB into 1 MiB segments: the active and the ready one fill. */
+	write_messages(0, 60, 60000);
+	uint32_t failed = 0, acked_rcpts = 0;
+	for (uint32_t i = 0; i < 60; i++) {
+		if (h.msgs[i].result == 0)
+			acked_rcpts += h.msgs[i].message.rcpt_count;
+		else
+			cr_assert_eq(h.msgs[i].result, -ENOSPC, "message %u: %d", i,
+				     h.msgs[i].result);
+		failed += h.msgs[i].result != 0;
+	}
+	cr_assert_gt(fault.injected, 0);
+	cr_assert_geq(h.acked, 10, "acked %u", h.acked);
+	cr_assert_gt(failed, 0);
+	cr_assert(spool_is_healthy(h.sp));
+	cr_assert_gt(spool_message_stats(h.sp)->appends_failed_no_segment, 0);
+	/* Back by itself once a preparation succeeds (retried after 1 s). */
+	ring_set_fault(h.ring, NULL, NULL);
+	uint64_t deadline = eng_now_monotonic_ns() + 20ull * 1000000000ull;
+	uint32_t next = 60;
+	for (;;) {
+		cr_assert_lt(next, MSG_MAX);
+		write_messages(next, next + 1, 60000);
+		if (h.msgs[next].result == 0) {
+			acked_rcpts += h.msgs[next].message.rcpt_count;
+			break;
+		}
+		cr_assert_eq(h.msgs[next].result, -ENOSPC);
+		cr_assert_lt(eng_now_monotonic_ns(), deadline, "never accepted again");
+		next++;
+		(void)ring_run_once(h.ring, 50000000ull);
+	}
+	harness_reopen();
+	cr_assert_eq(h.recovered, acked_rcpts);
+	cr_assert_eq(h.recovered_mismatch, 0);
 }
