@@ -560,6 +560,25 @@ eng_conn_tls_encrypt(struct eng_conn *conn)
 	}
 }
 
+/* Send send_iov[0, count) (plaintext or ciphertext): the conn's one send.
+ * MSG_WAITALL: the kernel retries a short send itself; a short count can
+ * still come back (an error after progress) and is handled. */
+static void
+eng_conn_send_submit(struct eng_conn *conn, uint32_t count)
+{
+	ENG_ASSERT(count > 0 && count <= ENG_CONN_IOV_MAX && !conn->send_op.in_flight);
+	memset(&conn->send_msg, 0, sizeof(conn->send_msg));
+	conn->send_msg.msg_iov = conn->send_iov;
+	conn->send_msg.msg_iovlen = count;
+	int ret = ring_prep_sendmsg(conn->ring, &conn->send_op, conn->fd, &conn->send_msg,
+				    MSG_NOSIGNAL | MSG_WAITALL);
+	if (ret < 0) {
+		eng_conn_lost(conn, ENG_CONN_CLOSE_LOCAL_ERROR, -ret);
+		return;
+	}
+	conn->ops_in_flight++;
+}
+
 /* Queue the ciphertext when no send is in flight. */
 static void
 eng_conn_tls_send_arm(struct eng_conn *conn)
@@ -576,16 +595,7 @@ eng_conn_tls_send_arm(struct eng_conn *conn)
 		return;
 	conn->send_iov[0].iov_base = (void *)(uintptr_t)ptr;
 	conn->send_iov[0].iov_len = ENG_MIN(size, (size_t)ENG_CONN_SEND_SIZE_MAX);
-	memset(&conn->send_msg, 0, sizeof(conn->send_msg));
-	conn->send_msg.msg_iov = conn->send_iov;
-	conn->send_msg.msg_iovlen = 1;
-	int ret = ring_prep_sendmsg(conn->ring, &conn->send_op, conn->fd, &conn->send_msg,
-				    MSG_NOSIGNAL | MSG_WAITALL);
-	if (ret < 0) {
-		eng_conn_lost(conn, ENG_CONN_CLOSE_LOCAL_ERROR, -ret);
-		return;
-	}
-	conn->ops_in_flight++;
+	eng_conn_send_submit(conn, 1);
 }
 
 /* ---- receive ---------------------------------------------------------- */
@@ -713,18 +723,7 @@ eng_conn_send_arm(struct eng_conn *conn)
 		return;
 	size_t total = eng_conn_iov_clamp(conn->send_iov, &count, ENG_CONN_SEND_SIZE_MAX);
 	ENG_ASSERT(total > 0 && total <= ENG_CONN_SEND_SIZE_MAX);
-	memset(&conn->send_msg, 0, sizeof(conn->send_msg));
-	conn->send_msg.msg_iov = conn->send_iov;
-	conn->send_msg.msg_iovlen = count;
-	/* MSG_WAITALL: the kernel retries a short send itself; a short count
-	 * can still come back (an error after progress) and is handled. */
-	int ret = ring_prep_sendmsg(conn->ring, &conn->send_op, conn->fd, &conn->send_msg,
-				    MSG_NOSIGNAL | MSG_WAITALL);
-	if (ret < 0) {
-		eng_conn_lost(conn, ENG_CONN_CLOSE_LOCAL_ERROR, -ret);
-		return;
-	}
-	conn->ops_in_flight++;
+	eng_conn_send_submit(conn, count);
 }
 
 /* A send's result: consume what went out, feed a held recv, then judge an
