@@ -46,8 +46,6 @@
  */
 /* wolfSSL's headers first: they use sprintf, which eng_common.h poisons
  * (only for the per-thread ECC cache, see eng_listen_destroy). */
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/ecc.h>
 
 #include "eng_listen.h"
 
@@ -1593,11 +1591,6 @@ eng_listen_destroy(struct eng_listen *l)
 	}
 	free(l->conns);
 	free(l);
-#ifdef FP_ECC
-	/* wolfSSL keeps an ECC cache per thread; this shard thread is ending.
-	 * XXX: belongs in eng_tls (a per-thread end call from eng_node). */
-	wc_ecc_fp_free();
-#endif
 }
 
 uint32_t

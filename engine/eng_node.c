@@ -18,6 +18,7 @@
 
 #include "eng_common.h"
 #include "eng_deliver.h"
+#include "eng_tls.h"
 #include "ring/ring_mailbox.h"
 
 #define ENG_MAILBOX_CAPACITY 4096u
@@ -184,6 +185,7 @@ eng_shard_main(void *arg)
 	if (eng_shard_open(shard) < 0) {
 		eng_deliver_destroy(shard->deliver);
 		shard->deliver = NULL;
+		eng_tls_thread_end();
 		atomic_store(&shard->state, ENG_SHARD_FAILED);
 		if (shard->ring != NULL)
 			eng_shard_report(shard, ENG_REPORT_FAILED);
@@ -214,6 +216,7 @@ eng_shard_main(void *arg)
 	eng_shard_keep_totals(shard);
 	eng_deliver_destroy(shard->deliver);
 	shard->deliver = NULL;
+	eng_tls_thread_end(); /* this thread's TLS users (listener, delivery) are gone */
 	atomic_store(&shard->state, ENG_SHARD_STOPPED);
 	eng_shard_report(shard, ENG_REPORT_STOPPED);
 	return NULL;

@@ -34,6 +34,7 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
 
 #include "engine/eng_tls.h"
@@ -114,6 +115,14 @@ eng_tls_global_init(void)
 	int rc = pthread_once(&eng_tls_once, eng_tls_global_init_once);
 	ENG_ASSERT(rc == 0);
 	return eng_tls_init_result;
+}
+
+void
+eng_tls_thread_end(void)
+{
+#ifdef FP_ECC
+	wc_ecc_fp_free(); /* rebuilt on demand if the thread used ECC again */
+#endif
 }
 
 /* ---- contexts ---- */

@@ -112,6 +112,11 @@ struct eng_tls {
 /* Once per process, before any context (wolfSSL_Init). Returns 0 or -1. */
 int eng_tls_global_init(void) ENG_WARN_UNUSED;
 
+/* A thread that used TLS is ending: free what wolfSSL keeps per thread (the
+ * fixed-point ECC cache). Call last, once no TLS object of the thread is
+ * left (eng_node at the end of a shard thread). */
+void eng_tls_thread_end(void);
+
 /*
  * Client context. ca_file: PEM bundle for ENG_TLS_VERIFY_PEER and for the
  * recorded verification result; NULL: the system store
@@ -149,8 +154,9 @@ int eng_tls_client_start(struct eng_tls *tls, struct eng_tls_ctx *ctx, const cha
 int eng_tls_server_start(struct eng_tls *tls, struct eng_tls_ctx *ctx) ENG_WARN_UNUSED;
 
 /* Ciphertext from the network: where the next recv may write, then how
- * many bytes it wrote. The space is empty when wolfSSL has not consumed the
- * previous input yet (call read/handshake first). */
+ * many bytes it wrote. Input wolfSSL has not read yet is moved to the front
+ * first; the space is empty only when the buffer holds a whole unread
+ * record's worth (call read/handshake first). */
 void eng_tls_input_space(struct eng_tls *tls, uint8_t **ptr, size_t *size);
 void eng_tls_input_commit(struct eng_tls *tls, size_t size);
 

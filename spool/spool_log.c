@@ -222,7 +222,8 @@ spool_prep_dir_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	seg->state = SPOOL_SEG_READY;
 	log->preparing = NULL;
 	log->prep_error = 0;
-	/* Append to the ready list (ids ascending). */
+	/* Append to the ready list: used in preparation order; each segment
+	 * takes a fresh id when it becomes active (spool_seg_activate). */
 	struct spool_seg **tail = &log->ready_head;
 	while (*tail != NULL)
 		tail = &(*tail)->next;
