@@ -524,3 +524,22 @@ Test(spool, appends_fail_fast_when_no_segment_can_be_made)
 	cr_assert_eq(h.recovered, acked_rcpts);
 	cr_assert_eq(h.recovered_mismatch, 0);
 }
+
+/* Records far larger than a commit go beyond the registered head of the
+ * commit buffer and out as plain writes: durable and recovered as well. */
+Test(spool, records_beyond_the_registered_buffer_head_are_written_and_recovered)
+{
+	h.cfg.commit_size_max = 16u << 10;
+	harness_open();
+	write_messages(0, 40, 60000);
+	cr_assert_eq(h.acked, 40);
+	for (uint32_t i = 0; i < 40; i++)
+		cr_assert_eq(h.msgs[i].ack_order, i);
+	harness_reopen();
+	uint32_t rcpts = 0;
+	for (uint32_t i = 0; i < 40; i++)
+		rcpts += h.msgs[i].message.rcpt_count;
+	cr_assert_eq(h.recovered, rcpts);
+	cr_assert_eq(h.recovered_mismatch, 0);
+	cr_assert_eq(h.rstats.corrupt_spans, 0);
+}
