@@ -21,6 +21,7 @@
 
 #include "eng_common.h"
 #include "eng_config.h"
+#include "eng_mount.h"
 #include "eng_node.h"
 #include "ring/ring.h"
 
@@ -152,6 +153,21 @@ eng_reload(struct eng_main *m)
 	fprintf(stderr, "ringmail: configuration reloaded from %s\n", m->config_path);
 }
 
+/* KRN-06: one warning line when the spool's filesystem cannot keep an
+ * acknowledgement (barriers off, memory-backed); the daemon runs on. */
+static void
+eng_check_mount(const struct eng_config *cfg)
+{
+	char msg[ENG_MOUNT_PATH_MAX + 512];
+	int ret = eng_mount_check_spool("/proc/self/mountinfo", cfg->engine.spool_dir, msg,
+					sizeof(msg));
+	if (ret > 0)
+		fprintf(stderr, "ringmail: %s\n", msg);
+	else if (ret < 0)
+		fprintf(stderr, "ringmail: warning: cannot check the spool's mount options: %s\n",
+			msg);
+}
+
 static void
 eng_print_started(const struct eng_main *m)
 {
@@ -221,6 +237,7 @@ eng_run(struct eng_main *m, struct eng_config *cfg)
 		fprintf(stderr, "ringmail: %s\n", err);
 		return 1;
 	}
+	eng_check_mount(cfg);
 	eng_print_started(m);
 	eng_print_listeners(m, false);
 	for (;;) {
