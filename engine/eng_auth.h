@@ -13,8 +13,9 @@
  * Checking (eng_auth_check) runs crypt_rn with the stored hash as the
  * setting and compares the result in constant time. An unknown user still
  * costs one hash (against a fixed dummy setting) so that timing does not
- * tell which users exist. The hash is computed on the calling thread (a
- * shard): yescrypt costs a few milliseconds, the price of an AUTH.
+ * tell which users exist. The hash is computed on the calling thread:
+ * yescrypt costs a few milliseconds, so the daemon calls this only from
+ * its AUTH worker thread (eng_auth_worker.h), never from a shard.
  *
  * Ownership: eng_auth_load allocates the table and a crypt work area;
  * eng_auth_free releases them. A table is used by one thread at a time

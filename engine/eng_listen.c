@@ -17,6 +17,13 @@
  *   MESSAGE: the record (Received: + wire-form body) goes to
  *     spool_write_message; the session stays blocked until the callback,
  *     which hands the message to delivery and answers 250 with the queue id.
+ *     The spool's place hook (eng_listen_placed) writes that queue id into
+ *     the Received: header's placeholder before the record is encoded.
+ *   AUTH: the credentials are copied into the connection's job for the
+ *     node's AUTH worker (eng_auth_worker.h); the session stays blocked
+ *     (auth_in_flight) until the answer comes back through the eventfd
+ *     the ring polls (eng_listen_auth_ready). A failure is answered when
+ *     the delay timer fires (timer_op, tag AUTH_DELAY); a full queue: 454.
  *   STARTTLS (RFC 3207): at the session's STARTTLS event the rest of the
  *     input is dropped (CVE-2011-0411: never parsed), the 220 goes out in
  *     plaintext, and a struct eng_tls (heap, server role, the listener's
@@ -40,7 +47,9 @@
  * reload whose certificate cannot be loaded keeps the previous one.
  *
  * Invariants: a connection slot is released only when none of its ops
- * (recv, send, greeting timer, cancels, spool append) is in flight; a
+ * (recv, send, greeting or AUTH-delay timer, cancels, spool append, AUTH
+ * job) is in flight; the eventfd poll stays armed while any connection
+ * exists (stop removes it once the last one is released); a
  * durable record is always handed to delivery, even on a closing
  * connection; counters taken at accept are released exactly once.
  */
@@ -54,6 +63,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +72,7 @@
 #include <unistd.h>
 
 #include "eng_auth.h"
+#include "eng_auth_worker.h"
 #include "eng_common.h"
 #include "eng_deliver.h"
 #include "eng_tls.h"
@@ -71,6 +82,7 @@
 #define ENG_LISTEN_OUT_SIZE (2u * SMTP_SERVER_OUTPUT_SIZE)
 #define ENG_LISTEN_SWEEP_NS (1000ull * 1000ull * 1000ull)
 #define ENG_LISTEN_LINGER_NS (3ull * 1000ull * 1000ull * 1000ull)
+#define ENG_LISTEN_AUTH_DELAY_NS (500ull * 1000ull * 1000ull)
 #define ENG_LISTEN_BACKLOG 1024
 #define ENG_LISTEN_TRACE_SIZE 2048u
 #define ENG_LISTEN_RECORD_INITIAL (64u * 1024u)
@@ -86,6 +98,7 @@ enum eng_conn_tag {
 	ENG_CONN_TAG_RECV = 1,
 	ENG_CONN_TAG_SEND,
 	ENG_CONN_TAG_TIMER,
+	ENG_CONN_TAG_AUTH_DELAY, /* timer_op holding back a failed AUTH's 535 */
 	ENG_CONN_TAG_CANCEL_RECV,
 	ENG_CONN_TAG_CANCEL_TIMER,
 };
@@ -130,6 +143,8 @@ struct eng_listen_conn {
 	bool record_open;
 	bool record_overflow;
 	bool auth_offered;
+	bool auth_in_flight; /* AUTH at the worker, or its 535 held back */
+	uint8_t auth_failures; /* in this session, for the failure delay */
 	bool send_is_cipher; /* the send in flight is TLS output, not conn->out */
 	bool tls_notify_sent;
 	uint8_t tls_phase;   /* enum eng_conn_tls_phase */
@@ -156,11 +171,13 @@ struct eng_listen_conn {
 	uint8_t *record;
 	uint32_t record_len;
 	uint32_t record_capacity;
+	uint32_t trace_id_offset; /* of the queue id in the record's Received: */
 	struct spool_span *rcpt_spans;
 	uint32_t rcpt_capacity;
 	struct spool_message message;
 	struct spool_append append;
 	struct smtp_server session;
+	struct eng_auth_job auth_job; /* borrowed by the AUTH worker while in flight */
 };
 
 struct eng_listen {
@@ -174,7 +191,13 @@ struct eng_listen {
 	struct eng_listen_socket sockets[ENG_CONFIG_LISTENERS_MAX];
 	/* The listeners as set up at create; hot keys refreshed on accept. */
 	struct eng_listener listeners[ENG_CONFIG_LISTENERS_MAX];
-	struct eng_auth *auth[ENG_CONFIG_LISTENERS_MAX];
+	/* AUTH: the node's worker and this shard's eventfd of done jobs. */
+	struct eng_auth_worker *auth;
+	int auth_fd;
+	struct ring_op auth_poll_op;
+	struct ring_op auth_remove_op;
+	bool auth_poll_in_flight;
+	bool auth_remove_in_flight;
 	/* Server contexts of the listeners with a certificate (else NULL). */
 	struct eng_tls_ctx *tls_ctx[ENG_CONFIG_LISTENERS_MAX];
 	const struct eng_config *tls_config_seen; /* contexts made from this one */
@@ -183,12 +206,12 @@ struct eng_listen {
 	uint32_t conn_high;  /* slots [0, conn_high) were ever used */
 	uint32_t free_head;
 	struct eng_listen_conn *conns;
-	uint64_t trace_sequence;
 	struct ring_op sweep_op;
 	struct ring_op sweep_cancel_op;
 	bool sweep_in_flight;
 	bool sweep_cancel_in_flight;
 	bool stopping;
+	bool place_hook_set; /* eng_listen_placed is the spool's place hook */
 };
 
 #define ENG_LISTEN_NO_SLOT UINT32_MAX
@@ -297,8 +320,9 @@ eng_conn_counters(const struct eng_listen_conn *conn)
  * Node-wide counters.
  */
 
-void
-eng_listen_node_init(struct eng_listen_node *node, const struct eng_config *config)
+int
+eng_listen_node_init(struct eng_listen_node *node, const struct eng_config *config, char *err,
+		     size_t err_size)
 {
 	ENG_ASSERT(node != NULL && config != NULL);
 	ENG_ASSERT(config->listener_count <= ENG_CONFIG_LISTENERS_MAX);
@@ -307,6 +331,22 @@ eng_listen_node_init(struct eng_listen_node *node, const struct eng_config *conf
 	for (uint32_t i = 0; i < node->count; i++)
 		eng_global_limit_init(&node->listeners[i].total,
 				      config->listeners[i].max_connections);
+	return eng_auth_worker_create(config, &node->auth, err, err_size);
+}
+
+void
+eng_listen_node_fini(struct eng_listen_node *node)
+{
+	ENG_ASSERT(node != NULL);
+	eng_auth_worker_destroy(node->auth);
+	node->auth = NULL;
+}
+
+void
+eng_listen_node_reload(struct eng_listen_node *node)
+{
+	ENG_ASSERT(node != NULL);
+	(void)eng_auth_worker_reload(node->auth);
 }
 
 /* FNV-1a over the address bytes. */
@@ -414,8 +454,14 @@ eng_trace_clean(char *out, size_t out_size, const char *s, size_t len)
 	return n;
 }
 
+/* The queue id's width in the trace header (SPOOL_QUEUE_ID_SIZE - 1). */
+#define ENG_LISTEN_TRACE_ID_LEN (SPOOL_QUEUE_ID_SIZE - 1u)
+static const char eng_trace_id_placeholder[] = "00000000000000000000000000";
+_Static_assert(sizeof(eng_trace_id_placeholder) == SPOOL_QUEUE_ID_SIZE, "placeholder width");
+
+/* The Received: header into out; *id_offset: where its queue id goes. */
 static size_t
-eng_trace_format(struct eng_listen_conn *conn, char *out, size_t out_size)
+eng_trace_format(struct eng_listen_conn *conn, char *out, size_t out_size, uint32_t *id_offset)
 {
 	struct smtp_server *s = &conn->session;
 	char helo[SMTP_SERVER_HOSTNAME_SIZE_MAX + 1], rcpt[SMTP_SERVER_ADDRESS_SIZE_MAX + 1];
@@ -451,15 +497,20 @@ eng_trace_format(struct eng_listen_conn *conn, char *out, size_t out_size)
 		eng_trace_clean(rcpt, sizeof(rcpt), p, len);
 	}
 	const struct eng_listener *l = eng_conn_listener(conn);
-	uint64_t seq = ++conn->listen->trace_sequence;
-	int n = snprintf(out, out_size,
-			 "Received: from %s ([%s])%s\r\n\tby %s (ringmail) with %s id %02x.%" PRIx64
-			 "%s%s%s;\r\n\t%s\r\n",
-			 helo[0] != '\0' ? helo : "unknown", conn->ip_text, using, l->hostname, with,
-			 conn->listen->shard_index, seq, rcpt[0] != '\0' ? "\r\n\tfor <" : "",
-			 rcpt, rcpt[0] != '\0' ? ">" : "", date);
-	ENG_ASSERT(n > 0 && (size_t)n < out_size);
-	return (size_t)n;
+	/* The id is a placeholder of the queue id's width: the spool's place
+	 * hook (eng_listen_placed) writes the real one once the record has its
+	 * location, before it is encoded. */
+	int head = snprintf(out, out_size,
+			    "Received: from %s ([%s])%s\r\n\tby %s (ringmail) with %s id ",
+			    helo[0] != '\0' ? helo : "unknown", conn->ip_text, using, l->hostname,
+			    with);
+	ENG_ASSERT(head > 0 && (size_t)head + ENG_LISTEN_TRACE_ID_LEN < out_size);
+	*id_offset = (uint32_t)head;
+	int n = snprintf(out + head, out_size - (size_t)head, "%.*s%s%s%s;\r\n\t%s\r\n",
+			 (int)ENG_LISTEN_TRACE_ID_LEN, eng_trace_id_placeholder,
+			 rcpt[0] != '\0' ? "\r\n\tfor <" : "", rcpt, rcpt[0] != '\0' ? ">" : "", date);
+	ENG_ASSERT(n > 0 && (size_t)head + (size_t)n < out_size);
+	return (size_t)head + (size_t)n;
 }
 
 static void
@@ -467,7 +518,7 @@ eng_record_begin(struct eng_listen_conn *conn)
 {
 	ENG_ASSERT(!conn->append_in_flight);
 	char trace[ENG_LISTEN_TRACE_SIZE];
-	size_t n = eng_trace_format(conn, trace, sizeof(trace));
+	size_t n = eng_trace_format(conn, trace, sizeof(trace), &conn->trace_id_offset);
 	conn->record_open = true;
 	conn->record_overflow = false;
 	conn->record_len = 0;
@@ -535,6 +586,29 @@ eng_append_callback(struct spool_append *op, int32_t result)
 	} else {
 		eng_conn_pump(conn);
 	}
+}
+
+/*
+ * The spool placed a message record (its location is the queue id) and is
+ * about to encode it: if it is one of ours, write the queue id into the
+ * Received: header's placeholder, so header, 250 reply and delivery log
+ * carry the same id. DSN records of delivery pass through untouched.
+ */
+static void
+eng_listen_placed(void *ctx, struct spool_append *op)
+{
+	struct eng_listen *l = ctx;
+	if (op->callback != eng_append_callback)
+		return;
+	struct eng_listen_conn *conn = op->ctx;
+	ENG_ASSERT(conn->listen == l && conn->in_use && conn->append_in_flight);
+	ENG_ASSERT(op->input.message == &conn->message);
+	ENG_ASSERT((uint64_t)conn->trace_id_offset + ENG_LISTEN_TRACE_ID_LEN <= conn->record_len);
+	ENG_ASSERT(memcmp(conn->record + conn->trace_id_offset, eng_trace_id_placeholder,
+			  ENG_LISTEN_TRACE_ID_LEN) == 0);
+	char id[SPOOL_QUEUE_ID_SIZE];
+	spool_queue_id_format(&op->location, id);
+	memcpy(conn->record + conn->trace_id_offset, id, ENG_LISTEN_TRACE_ID_LEN);
 }
 
 static bool
@@ -846,7 +920,8 @@ eng_conn_maybe_release(struct eng_listen_conn *conn)
 	if (!conn->closing || !conn->wr_shut)
 		return;
 	if (conn->recv_in_flight || conn->send_in_flight || conn->timer_in_flight ||
-	    conn->cancel_recv_in_flight || conn->cancel_timer_in_flight || conn->append_in_flight)
+	    conn->cancel_recv_in_flight || conn->cancel_timer_in_flight || conn->append_in_flight ||
+	    conn->auth_in_flight)
 		return;
 	if (!conn->eof && !conn->hard)
 		return; /* lingering: the recv is armed again by close_step */
@@ -939,7 +1014,19 @@ eng_conn_send_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 		eng_conn_pump(conn);
 }
 
-/* The greeting delay ended (or was cancelled). */
+/* The AUTH exchange is over (answered or abandoned): resume the session,
+ * or go on closing. */
+static void
+eng_conn_auth_finish(struct eng_listen_conn *conn)
+{
+	ENG_ASSERT(!conn->auth_in_flight);
+	if (conn->closing)
+		eng_conn_close_step(conn); /* flushes the reply unless hard */
+	else
+		eng_conn_pump(conn);
+}
+
+/* The greeting delay or a failed AUTH's delay ended (or was cancelled). */
 static void
 eng_conn_timer_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 {
@@ -947,6 +1034,13 @@ eng_conn_timer_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	(void)cqe_flags;
 	ENG_ASSERT(conn->in_use && conn->timer_in_flight);
 	conn->timer_in_flight = false;
+	if (op->tag == ENG_CONN_TAG_AUTH_DELAY) {
+		ENG_ASSERT(conn->auth_in_flight);
+		conn->auth_in_flight = false;
+		smtp_server_auth_result(&conn->session, false);
+		eng_conn_auth_finish(conn);
+		return;
+	}
 	if (conn->closing) {
 		eng_conn_maybe_release(conn);
 		return;
@@ -956,19 +1050,106 @@ eng_conn_timer_callback(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 	eng_conn_pump(conn);
 }
 
+/* A failed AUTH is answered after ENG_LISTEN_AUTH_DELAY_NS, doubled for
+ * every earlier failure of the session (to 8x): guessing costs time, and
+ * the session cannot send anything else meanwhile. */
+static uint64_t
+eng_conn_auth_delay_ns(struct eng_listen_conn *conn)
+{
+	uint32_t shift = ENG_MIN((uint32_t)conn->auth_failures, 3u);
+	if (conn->auth_failures < UINT8_MAX)
+		conn->auth_failures++;
+	return ENG_LISTEN_AUTH_DELAY_NS << shift;
+}
+
+/* The worker's answer for conn (or an answer made here): 235 at once; a
+ * failure after its delay (at once when closing). */
+static void
+eng_conn_auth_answer(struct eng_listen_conn *conn, bool ok)
+{
+	ENG_ASSERT(conn->in_use && conn->auth_in_flight && !conn->timer_in_flight);
+	if (ok || conn->closing) {
+		conn->auth_in_flight = false;
+		smtp_server_auth_result(&conn->session, ok);
+		eng_conn_auth_finish(conn);
+		return;
+	}
+	conn->timer_op.callback = eng_conn_timer_callback;
+	conn->timer_op.ctx = conn;
+	conn->timer_op.tag = ENG_CONN_TAG_AUTH_DELAY;
+	int ret = ring_prep_timeout(conn->listen->ring, &conn->timer_op,
+				    eng_conn_auth_delay_ns(conn));
+	ENG_ASSERT(ret == 0);
+	conn->timer_in_flight = true; /* auth_in_flight stays until it fires */
+}
+
+/* AUTH event: copy the credentials into the connection's job and hand it
+ * to the node's worker; the session stays blocked until the answer. */
 static void
 eng_conn_auth(struct eng_listen_conn *conn, const struct smtp_server_auth *auth)
 {
-	struct eng_auth *table = conn->listen->auth[conn->listener_index];
-	bool ok = false;
+	struct eng_listen *l = conn->listen;
+	struct eng_auth_job *job = &conn->auth_job;
+	ENG_ASSERT(!conn->auth_in_flight);
+	/* PLAIN may name an authorization identity: only the user's own. */
 	bool same_identity = auth->authzid_len == 0 ||
 			     (auth->authzid_len == auth->authcid_len &&
 			      memcmp(auth->authzid, auth->authcid, auth->authcid_len) == 0);
-	/* The session offers AUTH only under TLS or to a loopback client. */
-	if (table != NULL && conn->auth_offered && same_identity)
-		ok = eng_auth_check(table, (const char *)auth->authcid, auth->authcid_len,
-				    (const char *)auth->password, auth->password_len);
-	smtp_server_auth_result(&conn->session, ok);
+	bool fits = auth->authcid_len < sizeof(job->user) &&
+		    auth->password_len <= sizeof(job->password);
+	conn->auth_in_flight = true;
+	if (l->auth == NULL || !conn->auth_offered || !fits) {
+		eng_conn_auth_answer(conn, false); /* the session bounds the fields */
+		return;
+	}
+	job->ctx = conn;
+	job->shard_index = l->shard_index;
+	job->listener_index = conn->listener_index;
+	job->refuse = !same_identity; /* the same hash cost: timing tells nothing */
+	job->user_len = (uint32_t)auth->authcid_len;
+	job->password_len = (uint32_t)auth->password_len;
+	memcpy(job->user, auth->authcid, auth->authcid_len);
+	memcpy(job->password, auth->password, auth->password_len);
+	if (eng_auth_worker_submit(l->auth, job) == 0)
+		return;
+	explicit_bzero(job->password, sizeof(job->password));
+	conn->auth_in_flight = false;
+	smtp_server_auth_tempfail(&conn->session); /* 454 4.7.0: queue full */
+}
+
+static void eng_listen_auth_arm(struct eng_listen *l);
+
+/* The eventfd of done AUTH jobs is readable (or the poll was removed). */
+static void
+eng_listen_auth_ready(struct ring_op *op, int32_t res, uint32_t cqe_flags)
+{
+	struct eng_listen *l = op->ctx;
+	(void)cqe_flags;
+	ENG_ASSERT(l->auth_poll_in_flight);
+	l->auth_poll_in_flight = false;
+	struct eng_auth_job *job = eng_auth_worker_take(l->auth, l->shard_index);
+	for (uint32_t i = 0; job != NULL; i++) {
+		ENG_ASSERT(i < ENG_AUTH_QUEUE_MAX); /* the queue bounds the jobs */
+		struct eng_auth_job *next = job->next;
+		struct eng_listen_conn *conn = job->ctx;
+		ENG_ASSERT(conn >= l->conns && conn < l->conns + l->conn_count);
+		ENG_ASSERT(job == &conn->auth_job);
+		eng_conn_auth_answer(conn, job->ok);
+		job = next;
+	}
+	if (res != -ECANCELED && !(l->stopping && l->conn_used == 0))
+		eng_listen_auth_arm(l);
+}
+
+static void
+eng_listen_auth_arm(struct eng_listen *l)
+{
+	ENG_ASSERT(l->auth_fd >= 0 && !l->auth_poll_in_flight);
+	l->auth_poll_op.callback = eng_listen_auth_ready;
+	l->auth_poll_op.ctx = l;
+	int ret = ring_prep_poll_add(l->ring, &l->auth_poll_op, l->auth_fd, POLLIN);
+	ENG_ASSERT(ret == 0);
+	l->auth_poll_in_flight = true;
 }
 
 /* The session answered 220 to STARTTLS: drop the rest of the input, let
@@ -1083,7 +1264,7 @@ eng_conn_feed(struct eng_listen_conn *conn)
 		/* Replies are handed over only when the session blocks on output
 		 * space, and after the loop: bytes that arrived before a reply
 		 * went out are fed first (RFC 2920 synchronisation check). */
-		if (conn->append_in_flight)
+		if (conn->append_in_flight || conn->auth_in_flight)
 			return false;
 		struct smtp_server_event ev;
 		memset(&ev, 0, sizeof(ev));
@@ -1120,7 +1301,7 @@ eng_conn_pump(struct eng_listen_conn *conn)
 	for (uint32_t turn = 0;; turn++) {
 		ENG_ASSERT(turn <= ENG_TLS_CIPHER_IN_SIZE + 2u); /* each turn uses input */
 		closed = eng_conn_feed(conn) || smtp_server_is_closed(&conn->session);
-		if (closed || conn->tls == NULL || conn->append_in_flight ||
+		if (closed || conn->tls == NULL || conn->append_in_flight || conn->auth_in_flight ||
 		    conn->in_off != conn->in_len || conn->output_blocked)
 			break;
 		int progress = eng_conn_tls_input(conn);
@@ -1140,9 +1321,9 @@ eng_conn_pump(struct eng_listen_conn *conn)
 		eng_conn_begin_close(conn, false);
 		return;
 	}
-	if (conn->append_in_flight || conn->recv_in_flight || conn->in_off != conn->in_len ||
-	    conn->output_blocked)
-		return; /* resumed by the append, the recv, or the send callback */
+	if (conn->append_in_flight || conn->auth_in_flight || conn->recv_in_flight ||
+	    conn->in_off != conn->in_len || conn->output_blocked)
+		return; /* resumed by the append, the AUTH answer, the recv, or the send */
 	uint8_t *space = NULL;
 	size_t space_size = 0;
 	eng_conn_recv_space(conn, &space, &space_size);
@@ -1210,7 +1391,7 @@ eng_conn_session_init(struct eng_listen_conn *conn, const struct eng_listener *l
 	sc.tls_is_required = sc.starttls_is_offered && lc->require_tls;
 	/* AUTH only where the password cannot be sniffed: under TLS, or from
 	 * a loopback client (the session enforces it). */
-	conn->auth_offered = conn->listen->auth[conn->listener_index] != NULL;
+	conn->auth_offered = eng_auth_worker_offers(conn->listen->auth, conn->listener_index);
 	sc.auth_is_offered = conn->auth_offered;
 	sc.auth_requires_tls = !loopback;
 	smtp_server_init(&conn->session, &sc);
@@ -1368,7 +1549,7 @@ eng_conn_check(struct eng_listen_conn *conn, uint64_t now)
 			eng_conn_begin_close(conn, true);
 		return;
 	}
-	bool waits_for_us = conn->append_in_flight || conn->timer_in_flight;
+	bool waits_for_us = conn->append_in_flight || conn->timer_in_flight || conn->auth_in_flight;
 	if (now < conn->session_deadline_ns && (waits_for_us || now < conn->phase_deadline_ns))
 		return;
 	/* Slowloris, an idle client, or one that does not read: 421 4.4.2. */
@@ -1435,14 +1616,6 @@ eng_listen_open_all(struct eng_listen *l, char *err, size_t err_size)
 	l->tls_config_seen = cfg;
 	for (uint32_t i = 0; i < cfg->listener_count; i++) {
 		const struct eng_listener *lc = &cfg->listeners[i];
-		if (lc->auth_file[0] != '\0') {
-			char why[ENG_CONFIG_ERROR_SIZE];
-			int ret = eng_auth_load(lc->auth_file, &l->auth[i], why, sizeof(why));
-			if (ret < 0) {
-				snprintf(err, err_size, "listener %s: %s", lc->name, why);
-				return ret;
-			}
-		}
 		if (lc->tls_certificate[0] != '\0') {
 			int ret = eng_listen_tls_ctx_create(lc, &l->tls_ctx[i], err, err_size);
 			if (ret < 0)
@@ -1484,20 +1657,35 @@ eng_listen_create(struct ring *ring, const struct eng_config *const *config,
 		l->conns[i].fd = -1;
 		l->conns[i].free_next = i + 1 < pool ? i + 1 : ENG_LISTEN_NO_SLOT;
 	}
+	l->auth = node->auth;
+	l->auth_fd = -1;
 	if (eng_listen_open_all(l, err, err_size) < 0) {
 		eng_listen_destroy(l);
 		return NULL;
 	}
+	if (l->auth != NULL) {
+		l->auth_fd = eng_auth_worker_attach(l->auth, shard_index);
+		if (l->auth_fd < 0) {
+			snprintf(err, err_size, "listener: cannot make an eventfd: %s",
+				 strerror(-l->auth_fd));
+			eng_listen_destroy(l);
+			return NULL;
+		}
+		eng_listen_auth_arm(l);
+	}
 	for (uint32_t i = 0; i < l->socket_count; i++)
 		eng_accept_arm(&l->sockets[i]);
 	eng_sweep_arm(l);
+	spool_set_message_place_hook(spool, eng_listen_placed, l);
+	l->place_hook_set = true;
 	return l;
 }
 
 static bool
 eng_listen_is_idle(const struct eng_listen *l)
 {
-	if (l->conn_used > 0 || l->sweep_in_flight || l->sweep_cancel_in_flight)
+	if (l->conn_used > 0 || l->sweep_in_flight || l->sweep_cancel_in_flight ||
+	    l->auth_poll_in_flight || l->auth_remove_in_flight)
 		return false;
 	for (uint32_t i = 0; i < l->socket_count; i++) {
 		if (l->sockets[i].accept_in_flight || l->sockets[i].cancel_in_flight)
@@ -1544,6 +1732,20 @@ eng_listen_stop_begin(struct eng_listen *l)
 	}
 }
 
+/* Stopping, every connection gone (none waits for an AUTH answer): stop
+ * polling the worker's eventfd. */
+static void
+eng_listen_auth_unpoll(struct eng_listen *l)
+{
+	if (l->conn_used > 0 || !l->auth_poll_in_flight || l->auth_remove_in_flight)
+		return;
+	l->auth_remove_op.callback = eng_listen_cancel_done;
+	l->auth_remove_op.ctx = &l->auth_remove_in_flight;
+	int ret = ring_prep_poll_remove(l->ring, &l->auth_remove_op, &l->auth_poll_op);
+	ENG_ASSERT(ret == 0);
+	l->auth_remove_in_flight = true;
+}
+
 void
 eng_listen_stop(struct eng_listen *l)
 {
@@ -1556,6 +1758,7 @@ eng_listen_stop(struct eng_listen *l)
 			if (l->conns[i].in_use)
 				eng_conn_begin_close(&l->conns[i], true);
 		}
+		eng_listen_auth_unpoll(l);
 		int ret = ring_run_once(l->ring, 100ull * 1000ull * 1000ull);
 		ENG_ASSERT(ret >= 0 || ret == -EINTR || ret == -ETIME);
 	}
@@ -1578,10 +1781,11 @@ eng_listen_destroy(struct eng_listen *l)
 			l->conn_used);
 		return;
 	}
+	if (l->place_hook_set) /* delivery still appends DSNs after us */
+		spool_set_message_place_hook(l->spool, NULL, NULL);
 	for (uint32_t i = 0; i < l->socket_count; i++) {
 		if (l->sockets[i].fd >= 0)
 			close(l->sockets[i].fd);
-		eng_auth_free(l->auth[i]);
 		eng_tls_ctx_put(l->tls_ctx[i]);
 	}
 	for (uint32_t i = 0; i < l->conn_count; i++) {

@@ -25,11 +25,21 @@
  *   	by HOSTNAME (ringmail) with ESMTP id SS.N
  *   	for <rcpt>; DATE                  ("for" only with one recipient)
  * (ESMTPA after AUTH, SMTP after HELO, ESMTPS/ESMTPSA under TLS with a
- * "(using TLSv1.3 with cipher ...)" comment after the from clause). The queue id is not known before
- * the spool places the record, so the trace id is the shard (2 hex digits)
- * and a per-shard sequence number; the 250 reply and the delivery log
- * carry the queue id. HELO text is reduced to printable ASCII without
+ * "(using TLSv1.3 with cipher ...)" comment after the from clause). The
+ * trace id is the queue id, as in the 250 reply and the delivery log: it
+ * is not known before the spool places the record, so the header holds a
+ * placeholder of its width, filled in by the spool's place hook
+ * (spool_set_message_place_hook) once the record has its location and
+ * before it is encoded. HELO text is reduced to printable ASCII without
  * parentheses, so it can neither break the comment nor start a field.
+ *
+ * AUTH: the password hash runs on the node's AUTH worker thread
+ * (eng_auth_worker.h), never on the shard: the session waits for the
+ * answer (the connection keeps a copy of the credentials in its job), the
+ * shard's other sessions go on; the answer comes back through the
+ * worker's eventfd for this shard, polled by the ring. A full worker
+ * queue answers 454 4.7.0. A failed AUTH is answered after a delay that
+ * doubles with each failure of the session (0.5 s to 4 s).
  *
  * Limits: connections per shard come from a pool sized at create (the
  * largest max_connections, capped by ENG_LISTEN_CONNS_MAX); max_connections
@@ -50,7 +60,9 @@
  * Ownership: the listener belongs to one shard thread and borrows its
  * ring, spool, delivery state and config pointer (read on every new
  * connection, so a reload applies to new sessions). The node-wide counters
- * are shared; only atomics are touched across threads.
+ * are shared; only atomics are touched across threads. The AUTH worker
+ * belongs to the node (struct eng_listen_node); a connection's job is
+ * lent to it from submit until the shard takes the answer back.
  */
 #ifndef ENG_LISTEN_H
 #define ENG_LISTEN_H
@@ -59,11 +71,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "eng_common.h"
 #include "eng_config.h"
 #include "eng_limit.h"
 #include "ring/ring.h"
 #include "spool/spool.h"
 
+struct eng_auth_worker;
 struct eng_deliver;
 struct eng_listen;
 
@@ -91,10 +105,22 @@ struct eng_listen_counters {
 struct eng_listen_node {
 	uint32_t count;
 	struct eng_listen_counters listeners[ENG_CONFIG_LISTENERS_MAX];
+	/* AUTH checks for every shard (eng_auth_worker.h); NULL without any
+	 * auth_file. */
+	struct eng_auth_worker *auth;
 };
 
-/* Zero the counters and set the total caps from config. */
-void eng_listen_node_init(struct eng_listen_node *node, const struct eng_config *config);
+/* Zero the counters, set the total caps from config, load the auth_files
+ * and start the AUTH worker. Before the shards start. Returns 0, or
+ * -errno with one line in err (a missing or malformed auth_file: "listener
+ * main: auth.txt:3: expected user:hash ..."). */
+int eng_listen_node_init(struct eng_listen_node *node, const struct eng_config *config,
+			 char *err, size_t err_size) ENG_WARN_UNUSED;
+/* After every shard stopped: stop the AUTH worker. Safe on a zeroed node. */
+void eng_listen_node_fini(struct eng_listen_node *node);
+/* SIGHUP (main thread): read the auth_files again; a bad one keeps the
+ * previous table, with one line on stderr. */
+void eng_listen_node_reload(struct eng_listen_node *node);
 
 /*
  * Open the shard's listening sockets (bind on this thread) and arm their

@@ -183,6 +183,10 @@ eng_shard_main(void *arg)
 	struct eng_shard *shard = arg;
 	eng_shard_pin(shard);
 	if (eng_shard_open(shard) < 0) {
+		/* The spool's segment preparations complete only on this thread
+		 * (SINGLE_ISSUER, DEFER_TASKRUN): close it here, not at node stop. */
+		spool_close(shard->spool);
+		shard->spool = NULL;
 		eng_deliver_destroy(shard->deliver);
 		shard->deliver = NULL;
 		eng_tls_thread_end();
@@ -280,7 +284,8 @@ eng_node_create(struct eng_node *node, struct eng_config *config, char *err, siz
 	eng_logfile_shared_init(&node->delivery_log, config->engine.delivery_log,
 				config->engine.delivery_log_max_size,
 				config->engine.delivery_log_keep);
-	eng_listen_node_init(&node->listen, config);
+	if (eng_listen_node_init(&node->listen, config, err, err_size) < 0)
+		return -EINVAL;
 	ENG_ASSERT(node->shard_count >= 1 && node->shard_count <= ENG_CONFIG_SHARDS_MAX);
 	struct ring_params params = { .sq_entries = 64, .cq_entries = 1024 };
 	node->control_ring = ring_create(&params, err, err_size);
@@ -341,6 +346,7 @@ eng_node_reload(struct eng_node *node, struct eng_config *config)
 	ENG_ASSERT(node != NULL && config != NULL);
 	ENG_ASSERT(node->config_retired == NULL);
 	node->config_retired = node->config;
+	eng_listen_node_reload(&node->listen); /* auth_file contents */
 	__atomic_store_n(&node->config, config, __ATOMIC_RELEASE);
 	atomic_fetch_add(&node->config_generation, 1);
 	eng_main_wait.reports = 0;
@@ -433,6 +439,7 @@ eng_node_stop(struct eng_node *node)
 	if (node->mesh != NULL)
 		ring_mailbox_mesh_destroy(node->mesh);
 	ring_destroy(node->control_ring);
+	eng_listen_node_fini(&node->listen); /* the AUTH worker: every shard is gone */
 	if (node->config != NULL) {
 		eng_config_free(node->config);
 		free(node->config);

@@ -1768,6 +1768,18 @@ smtp_server_auth_result(struct smtp_server *s, bool ok)
 }
 
 void
+smtp_server_auth_tempfail(struct smtp_server *s)
+{
+	ENG_ASSERT(s != NULL && s->auth_pending);
+	s->auth_pending = false;
+	auth_wipe(s);
+	if (s->is_closed)
+		return;
+	s->sync_is_pending = true; /* as any reply to AUTH (RFC 4954 4) */
+	(void)out_printf(s, "454 4.7.0 Temporary authentication failure\r\n");
+}
+
+void
 smtp_server_tls_started(struct smtp_server *s)
 {
 	ENG_ASSERT(s != NULL && s->state == ST_TLS_WAIT && !s->is_tls);

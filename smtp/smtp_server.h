@@ -32,6 +32,7 @@
  *                  terminator): make the record durable, then call
  *                  smtp_server_message_result() (may be much later)
  *       AUTH       verify ev.auth; then call smtp_server_auth_result()
+ *                  (or smtp_server_auth_tempfail())
  *       STARTTLS   "220 2.0.0 Ready to start TLS" is queued: send it in
  *                  plaintext, DROP the rest of the input (buf[off..len)),
  *                  run the TLS handshake, then smtp_server_tls_started()
@@ -334,6 +335,11 @@ void smtp_server_message_reply(struct smtp_server *s, uint16_t code, const char 
 
 /* Reply to the AUTH event: 235 2.7.0 or 535 5.7.8. Wipes the credentials. */
 void smtp_server_auth_result(struct smtp_server *s, bool ok);
+
+/* Reply to the AUTH event when the credentials could not be checked now
+ * (the checker is overloaded): "454 4.7.0 Temporary authentication
+ * failure" (RFC 4954 6); the client may try again. Wipes the credentials. */
+void smtp_server_auth_tempfail(struct smtp_server *s);
 
 /* The TLS handshake after the STARTTLS event completed: the session is
  * encrypted from now on and reset to the just-greeted state (RFC 3207

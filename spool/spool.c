@@ -377,6 +377,13 @@ spool_write_outcome(struct spool *sp, struct spool_append *op)
 	return spool_log_append(sp->journal_log, op);
 }
 
+void
+spool_set_message_place_hook(struct spool *sp, spool_place_fn *fn, void *ctx)
+{
+	ENG_ASSERT(sp != NULL && sp->msg_log != NULL);
+	spool_log_set_place_hook(sp->msg_log, fn, ctx);
+}
+
 bool
 spool_is_healthy(const struct spool *sp)
 {

@@ -114,6 +114,10 @@ int spool_write_message(struct spool *sp, struct spool_append *op)
 int spool_write_outcome(struct spool *sp, struct spool_append *op)
 	__attribute__((warn_unused_result));
 
+/* Install fn as the message log's place hook (spool_log.h): it sees
+ * every message append, with its location, before the record is encoded. */
+void spool_set_message_place_hook(struct spool *sp, spool_place_fn *fn, void *ctx);
+
 bool spool_is_healthy(const struct spool *sp);
 /* True while new messages would be refused for lack of space: free space
  * below free_space_reserve + segment_size (0 reserve: never). */

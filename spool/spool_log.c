@@ -144,6 +144,8 @@ struct spool_log {
 	void *closed_ctx;
 	spool_ack_fn *ack_fn;
 	void *ack_ctx;
+	spool_place_fn *place_fn;
+	void *place_ctx;
 	struct spool_log_stats stats;
 };
 
@@ -440,6 +442,9 @@ spool_slot_encode(struct spool_log *log, struct spool_slot *slot, struct spool_a
 	uint8_t *at = slot->buf + slot->used;
 	uint32_t room = slot->buf_size - slot->used;
 	uint32_t size;
+	op->location = loc;
+	if (log->place_fn != NULL)
+		log->place_fn(log->place_ctx, op); /* may rewrite input bytes, not sizes */
 	if (op->type == SPOOL_RECORD_MESSAGE)
 		size = spool_message_encode(at, room, op->input.message, slot->seq, &loc);
 	else
@@ -1189,6 +1194,13 @@ spool_log_set_ack_hook(struct spool_log *log, spool_ack_fn *fn, void *ctx)
 {
 	log->ack_fn = fn;
 	log->ack_ctx = ctx;
+}
+
+void
+spool_log_set_place_hook(struct spool_log *log, spool_place_fn *fn, void *ctx)
+{
+	log->place_fn = fn;
+	log->place_ctx = ctx;
 }
 
 void

@@ -96,6 +96,13 @@ struct spool_log_config {
 typedef void spool_ack_fn(void *ctx, struct spool_append *op, int32_t result);
 void spool_log_set_ack_hook(struct spool_log *log, spool_ack_fn *fn, void *ctx);
 
+/* Called for every append when it is placed, with op->location set and
+ * before its record is encoded: the owner of the input may still rewrite
+ * bytes of it in place (never its size), e.g. the listener writes the
+ * queue id into the Received: header it prepended. */
+typedef void spool_place_fn(void *ctx, struct spool_append *op);
+void spool_log_set_place_hook(struct spool_log *log, spool_place_fn *fn, void *ctx);
+
 /* Called when a segment is closed (full) and its last commit completed. */
 typedef void spool_segment_closed_fn(void *ctx, uint64_t segment_id);
 

@@ -6,7 +6,8 @@ BDAT (CHUNKING) client (the installed swaks has no --bdat), and Postfix
 smtp-source (-s 10 -m 200) inject into the listener; then every queue id
 a 250 reply named is in the spool (ringmail-spool ls --json) with its
 envelope, the stored message is the Received: trace header followed by
-the sent message byte for byte (ringmail-spool show --json), every
+the sent message byte for byte (ringmail-spool show --json), its trace
+id is the queue id of the 250 reply, every
 smtp-source message is there, and the daemon stops with exit 0 and
 per-listener stats that count the messages.
 
@@ -133,6 +134,17 @@ for q, (_, _, sent) in expected.items():
     if stored is not None and not stored.endswith(sent):
         diag(repr(stored[-300:]))
         diag(repr(sent[-300:]))
+# The trace header's id is the queue id of the 250 reply (and of the spool,
+# the delivery log): an operator greps for the id found in a header.
+ids_ok = []
+for q in expected:
+    head = (stored_message(q) or b"").split(b"\r\n\r\n")[0]
+    m = re.match(rb"Received: from [^\r]*\r\n\tby [^\r]* with \w+ id ([0-9a-f]{26})[;\r]", head)
+    ids_ok.append(m is not None and m.group(1).decode() == q)
+    if m is None or m.group(1).decode() != q:
+        diag("queue id %s, header %r" % (q, head[:200]))
+ok(ids_ok and all(ids_ok), "Received: id is the 250's queue id, for all %d messages (smtplib, "
+   "swaks, BDAT)" % len(ids_ok))
 one = [q for q, e in expected.items() if len(e[1]) == 1]
 if one:
     stored = stored_message(one[0]) or b""

@@ -199,6 +199,11 @@ on_auth(struct smtp_server *s, const struct smtp_server_event *ev, struct ts_res
 	buf_printf(&r->log, "AUTH%d<%.*s><%.*s><%.*s> ", (int)a->mechanism, (int)a->authzid_len,
 		   (const char *)a->authzid, (int)a->authcid_len, (const char *)a->authcid,
 		   (int)a->password_len, (const char *)a->password);
+	/* "busy": the listener's checker queue is full */
+	if (a->password_len == 4 && memcmp(a->password, "busy", 4) == 0) {
+		smtp_server_auth_tempfail(s);
+		return;
+	}
 	smtp_server_auth_result(s, ok);
 }
 
@@ -1436,6 +1441,22 @@ Test(smtp_server, auth_failure_keeps_relay_closed)
 	EXPECT_CODES(&r, "220 250 535 250 554 503");
 	EXPECT_OUT_HAS(&r, "535 5.7.8 ");
 	EXPECT_OUT_HAS(&r, "554 5.7.1 <c@d.test>: Relay access denied\r\n");
+	ts_result_free(&r);
+}
+
+/* base64("\0user\0busy") */
+#define PLAIN_BUSY "AHVzZXIAYnVzeQ=="
+
+Test(smtp_server, auth_tempfail_then_retry)
+{
+	struct ts_opts o = opts_remote();
+	struct ts_result r;
+
+	RUN_OPTS(&o, &r, EHLO, ST("AUTH PLAIN " PLAIN_BUSY "\r\n"), MAIL, RCPT,
+		 ST("RSET\r\n"), ST("AUTH PLAIN " PLAIN_OK "\r\n"), MAIL, RCPT);
+	EXPECT_CODES(&r, "220 250 454 250 554 250 235 250 250");
+	EXPECT_OUT_HAS(&r, "454 4.7.0 Temporary authentication failure\r\n");
+	cr_assert_eq(r.auths, 2);
 	ts_result_free(&r);
 }
 
