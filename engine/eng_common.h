@@ -49,7 +49,8 @@ eng_assert_fail(const char *expr, const char *file, int line)
 /* Forbidden: unbounded string functions (HAProxy core principles). */
 #pragma GCC poison strcpy strcat sprintf gets
 
-/* Monotonic and wall clocks in nanoseconds. */
+/* Monotonic and wall clocks in nanoseconds. Engine code reads the wall
+ * clock through eng_clock_realtime_ns() (eng_clock.h: the test offset). */
 #include <time.h>
 static inline uint64_t
 eng_now_monotonic_ns(void)

@@ -73,6 +73,7 @@
 
 #include "eng_auth.h"
 #include "eng_auth_worker.h"
+#include "eng_clock.h"
 #include "eng_common.h"
 #include "eng_deliver.h"
 #include "eng_tls.h"
@@ -630,7 +631,7 @@ eng_record_envelope(struct eng_listen_conn *conn)
 	}
 	size_t sender_len = 0;
 	const char *sender = smtp_server_sender(s, &sender_len);
-	uint64_t now = eng_now_realtime_ns();
+	uint64_t now = eng_clock_realtime_ns();
 	conn->message = (struct spool_message){
 		.created_ns = now,
 		.expires_ns = now + (*conn->listen->config)->engine.max_queue_lifetime_ns,

@@ -19,6 +19,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "eng_clock.h"
 #include "eng_common.h"
 #include "eng_config.h"
 #include "eng_mount.h"
@@ -233,6 +234,14 @@ eng_run(struct eng_main *m, struct eng_config *cfg)
 		fprintf(stderr, "ringmail: cannot set up signals: %s\n", strerror(errno));
 		return 1;
 	}
+	int clock_rc = eng_clock_test_open_env(err, sizeof(err));
+	if (clock_rc < 0) {
+		fprintf(stderr, "ringmail: %s\n", err);
+		return 1;
+	}
+	if (clock_rc > 0)
+		fprintf(stderr, "ringmail: test clock: wall clock offset by %s (tests only)\n",
+			getenv(ENG_CLOCK_TEST_ENV));
 	if (eng_node_start(&m->node, cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ringmail: %s\n", err);
 		return 1;
