@@ -69,6 +69,9 @@ struct spool_recovered {
 	uint32_t rcpt_index;
 	enum spool_rcpt_state state; /* PENDING or DEFERRED */
 	uint64_t next_attempt_ns;
+	/* Attempts counted by its latest OUTCOME (0: none yet), or
+	 * SPOOL_ATTEMPTS_UNKNOWN from a version-1 record. */
+	uint32_t attempts;
 	const struct spool_message *msg;
 };
 
@@ -84,6 +87,8 @@ struct spool_recovery_stats {
 	uint64_t corrupt_spans;	/* quarantined */
 	uint64_t holes;
 	uint64_t torn_tails;
+	uint64_t unknown_versions; /* of those spans, ones with a record version
+				    * (or type) this build does not read */
 	uint64_t segments_deleted;
 	uint64_t journal_segments_deleted;
 	uint64_t duration_ns;

@@ -15,7 +15,11 @@
  * - Encode and decode share the bound predicates (message_counts_are_valid,
  *   address_size_is_valid, body_end_is_valid, outcome_is_valid), so whatever
  *   encode accepts decodes, and whatever decode accepts could have been
- *   encoded.
+ *   encoded (a version-1 OUTCOME by the encoder of its time).
+ * - Versions are per type (record_version_is_known): MESSAGE and PAD 1,
+ *   OUTCOME 1 (reserved word, must be 0) or 2 (attempt count there).
+ *   Encoders write only the current versions. Any other version is
+ *   BAD_VERSION: a format this decoder does not know is never guessed at.
  * - Decoding never reads past the bytes given and never trusts a length
  *   before checking it. Bad bytes are returned as an error code, never
  *   asserted on: asserts here guard caller preconditions (NULL pointers,
@@ -23,8 +27,9 @@
  *   own arithmetic.
  * - Encoders return 0, writing nothing, for input that breaks a bound: the
  *   sizes and counts of spool_record.h, a body not ending in CRLF.CRLF, an
- *   outcome state outside 1..4, a recipient index >= SPOOL_RECIPIENTS_MAX or
- *   an unaligned message offset, a PAD size below the header or unaligned.
+ *   outcome state outside 1..4, a recipient index >= SPOOL_RECIPIENTS_MAX,
+ *   attempts above SPOOL_ATTEMPTS_MAX or an unaligned message offset, a PAD
+ *   size below the header or unaligned.
  * - spool_message_decode returns SHORT (not BAD_BODY) when the record is
  *   sound but has more recipients than rcpts_capacity: the caller's array
  *   is too small, the record is not corrupt.
@@ -237,7 +242,7 @@ outcome_is_valid(const struct spool_outcome *out)
 	ENG_ASSERT(out != NULL);
 	ENG_ASSERT(SPOOL_RCPT_DEFERRED + 1 == SPOOL_RCPT_STATE_COUNT);
 	return out->state >= SPOOL_RCPT_DELIVERED && out->state <= SPOOL_RCPT_DEFERRED &&
-	       out->rcpt_index < SPOOL_RECIPIENTS_MAX &&
+	       out->rcpt_index < SPOOL_RECIPIENTS_MAX && out->attempts <= SPOOL_ATTEMPTS_MAX &&
 	       out->message.offset % SPOOL_RECORD_ALIGN == 0;
 }
 
@@ -279,6 +284,16 @@ struct rec_header_raw {
 	uint16_t reserved;
 };
 
+/* The version each type is written at. */
+static uint8_t
+record_version_current(uint8_t type)
+{
+	_Static_assert(SPOOL_OUTCOME_VERSION <= UINT8_MAX, "version is one byte");
+	_Static_assert(SPOOL_OUTCOME_VERSION_MIN >= 1, "version 0 is never valid");
+	return type == SPOOL_RECORD_OUTCOME ? (uint8_t)SPOOL_OUTCOME_VERSION
+					    : (uint8_t)SPOOL_RECORD_VERSION;
+}
+
 static void
 record_header_write(struct rec_writer *w, uint8_t type, uint32_t size, uint64_t commit_seq,
 		    const struct spool_location *loc)
@@ -287,7 +302,7 @@ record_header_write(struct rec_writer *w, uint8_t type, uint32_t size, uint64_t 
 	ENG_ASSERT(w->size == size);
 	ENG_ASSERT(size >= SPOOL_RECORD_HEADER_SIZE);
 	writer_put_u32(w, SPOOL_RECORD_MAGIC);
-	writer_put_u8(w, SPOOL_RECORD_VERSION);
+	writer_put_u8(w, record_version_current(type));
 	writer_put_u8(w, type);
 	writer_put_u16(w, 0);	  /* flags */
 	writer_put_u32(w, size);
@@ -359,6 +374,17 @@ record_type_is_known(uint8_t type)
 	return type >= SPOOL_RECORD_MESSAGE && type <= SPOOL_RECORD_PAD;
 }
 
+/* Versions this decoder reads, per type (the type is known). */
+static bool
+record_version_is_known(uint8_t type, uint8_t version)
+{
+	ENG_ASSERT(record_type_is_known(type));
+	if (type == SPOOL_RECORD_OUTCOME) {
+		return version >= SPOOL_OUTCOME_VERSION_MIN && version <= SPOOL_OUTCOME_VERSION;
+	}
+	return version == SPOOL_RECORD_VERSION;
+}
+
 /* Size rules that need no bytes beyond the header. */
 static bool
 record_size_is_valid(uint8_t type, uint32_t size)
@@ -380,9 +406,9 @@ record_header_validate(const struct rec_header_raw *raw)
 	ENG_ASSERT(raw != NULL);
 	ENG_ASSERT(SPOOL_RECORD_VERSION > 0);
 	if (raw->magic != SPOOL_RECORD_MAGIC) return SPOOL_DECODE_BAD_MAGIC;
-	/* A type, flag or reserved bit this decoder does not know is a format
-	 * it does not understand. */
-	if (raw->version != SPOOL_RECORD_VERSION || !record_type_is_known(raw->type) ||
+	/* A type, version, flag or reserved bit this decoder does not know is
+	 * a format it does not understand. */
+	if (!record_type_is_known(raw->type) || !record_version_is_known(raw->type, raw->version) ||
 	    raw->flags != 0 || raw->reserved != 0) {
 		return SPOOL_DECODE_BAD_VERSION;
 	}
@@ -487,12 +513,15 @@ message_parse(const uint8_t *rec, uint32_t size, struct spool_message *msg,
 	return SPOOL_DECODE_OK;
 }
 
-/* Parses an OUTCOME body (record size already checked). Fills *out on OK. */
+/* Parses an OUTCOME body of the given version (record size and version
+ * already checked). Version 1 reserved the attempts word (must be 0): its
+ * count is unknown. Fills *out on OK. */
 static enum spool_decode_result
-outcome_parse(const uint8_t *rec, struct spool_outcome *out)
+outcome_parse(const uint8_t *rec, uint8_t version, struct spool_outcome *out)
 {
 	ENG_ASSERT(rec != NULL);
 	ENG_ASSERT(out != NULL);
+	ENG_ASSERT(version >= SPOOL_OUTCOME_VERSION_MIN && version <= SPOOL_OUTCOME_VERSION);
 	struct rec_reader r = {.buf = rec, .size = SPOOL_OUTCOME_RECORD_SIZE,
 			       .pos = SPOOL_RECORD_HEADER_SIZE};
 	struct spool_outcome o = {0};
@@ -501,10 +530,12 @@ outcome_parse(const uint8_t *rec, struct spool_outcome *out)
 	o.message.shard = reader_u16(&r);
 	o.state = reader_u16(&r);
 	o.rcpt_index = reader_u32(&r);
-	uint32_t reserved = reader_u32(&r);
+	o.attempts = reader_u32(&r);
 	o.time_ns = reader_u64(&r);
 	ENG_ASSERT(r.pos == SPOOL_OUTCOME_RECORD_SIZE);
-	if (reserved != 0 || !outcome_is_valid(&o)) return SPOOL_DECODE_BAD_BODY;
+	if (version == 1 && o.attempts != 0) return SPOOL_DECODE_BAD_BODY; /* reserved */
+	if (!outcome_is_valid(&o)) return SPOOL_DECODE_BAD_BODY;
+	if (version == 1) o.attempts = SPOOL_ATTEMPTS_UNKNOWN;
 	*out = o;
 	return SPOOL_DECODE_OK;
 }
@@ -521,7 +552,7 @@ record_body_validate(const uint8_t *buf, const struct rec_header_raw *raw)
 	}
 	case SPOOL_RECORD_OUTCOME: {
 		struct spool_outcome out;
-		return outcome_parse(buf, &out);
+		return outcome_parse(buf, raw->version, &out);
 	}
 	case SPOOL_RECORD_PAD: {
 		const uint8_t *body = buf + SPOOL_RECORD_HEADER_SIZE;
@@ -621,7 +652,7 @@ spool_outcome_encode(uint8_t *buf, uint32_t buf_size, const struct spool_outcome
 	writer_put_u16(&w, out->message.shard);
 	writer_put_u16(&w, out->state);
 	writer_put_u32(&w, out->rcpt_index);
-	writer_put_u32(&w, 0); /* reserved */
+	writer_put_u32(&w, out->attempts);
 	writer_put_u64(&w, out->time_ns);
 	ENG_ASSERT(w.used == size);
 	record_seal(buf, size);
@@ -665,6 +696,7 @@ spool_record_check(const uint8_t *buf, size_t len, const struct spool_location *
 	if (result != SPOOL_DECODE_OK) return result;
 
 	hdr->type = raw.type;
+	hdr->version = raw.version;
 	hdr->size = raw.size;
 	hdr->commit_seq = raw.commit_seq;
 	hdr->location = raw.loc;
@@ -700,7 +732,7 @@ spool_outcome_decode(const uint8_t *buf, size_t len, struct spool_outcome *out)
 	enum spool_decode_result result = record_screen(buf, len, &raw);
 	if (result != SPOOL_DECODE_OK) return result;
 	if (raw.type != SPOOL_RECORD_OUTCOME) return SPOOL_DECODE_BAD_BODY;
-	return outcome_parse(buf, out);
+	return outcome_parse(buf, raw.version, out);
 }
 
 /* ------------------------------------------------------------------ */

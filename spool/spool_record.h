@@ -6,7 +6,8 @@
  *
  *   off size field
  *     0    4 magic "RMSP" (0x50534d52 little-endian)
- *     4    1 format version (SPOOL_RECORD_VERSION)
+ *     4    1 format version of this record type: MESSAGE and PAD 1,
+ *            OUTCOME 2 written, 1 or 2 read (SPOOL_*_VERSION)
  *     5    1 type (enum spool_record_type)
  *     6    2 flags (0)
  *     8    4 record size in bytes, header and zero padding included,
@@ -25,8 +26,11 @@
  * ends, dot-stuffed, ending with CRLF.CRLF), then zero padding.
  *
  * OUTCOME body (journal): message segment id (8), message offset (4),
- * message shard (2), state (2), recipient index (4), reserved (4),
- * time ns (8): the next attempt for DEFERRED, the event time otherwise.
+ * message shard (2), state (2), recipient index (4), attempts (4; version
+ * 1: reserved, 0), time ns (8): the next attempt for DEFERRED, the event
+ * time otherwise. Version 1 records (no count) still decode, with
+ * attempts SPOOL_ATTEMPTS_UNKNOWN; a version this decoder does not know
+ * is BAD_VERSION, never guessed at.
  *
  * PAD body: nothing; fills a commit up to the next block boundary.
  *
@@ -43,7 +47,16 @@
 #include <stdint.h>
 
 #define SPOOL_RECORD_MAGIC 0x50534d52u
-#define SPOOL_RECORD_VERSION 1
+/* Format versions, per record type (byte 4 of the header). MESSAGE and
+ * PAD have only ever had version 1. OUTCOME version 2 carries the attempt
+ * count in what version 1 reserved; both decode, version 2 is written. */
+#define SPOOL_RECORD_VERSION 1	       /* MESSAGE and PAD */
+#define SPOOL_OUTCOME_VERSION 2	       /* OUTCOME, as written */
+#define SPOOL_OUTCOME_VERSION_MIN 1    /* oldest OUTCOME still decoded */
+/* Attempts a recipient can count (an engine saturates there); a version-1
+ * OUTCOME decodes to SPOOL_ATTEMPTS_UNKNOWN, which no encoder writes. */
+#define SPOOL_ATTEMPTS_MAX 1000000u
+#define SPOOL_ATTEMPTS_UNKNOWN UINT32_MAX
 #define SPOOL_RECORD_ALIGN 8u
 #define SPOOL_RECORD_HEADER_SIZE 40u
 #define SPOOL_MESSAGE_FIXED_SIZE 24u
@@ -129,12 +142,17 @@ struct spool_outcome {
 	struct spool_location message;
 	uint32_t rcpt_index;
 	uint16_t state; /* enum spool_rcpt_state */
+	/* Delivery attempts counted for this recipient so far, this record's
+	 * included (0 ... SPOOL_ATTEMPTS_MAX); SPOOL_ATTEMPTS_UNKNOWN when
+	 * decoded from a version-1 record. */
+	uint32_t attempts;
 	uint64_t time_ns;
 };
 
 /* The header fields common to every record. */
 struct spool_record_header {
 	uint8_t type;
+	uint8_t version; /* of its type: see SPOOL_RECORD_VERSION */
 	uint32_t size;
 	uint64_t commit_seq;
 	struct spool_location location;

@@ -4,7 +4,13 @@
  * The journal's outcomes go into an open-addressing hash table keyed by
  * (message segment id, offset, recipient index). Segments are scanned in
  * id order and records in offset order, which is log order, so a later
- * record for the same recipient replaces an earlier one.
+ * record for the same recipient replaces an earlier one (state, time and
+ * attempt count together: the latest record has the latest count).
+ *
+ * A span that fails with BAD_VERSION (a record type or format version
+ * this build does not read, e.g. journals of a newer ringmail) is damage
+ * like any other, and is also counted in unknown_versions so that an
+ * operator can tell a downgrade from corruption.
  */
 #include "spool_recover.h"
 
@@ -24,6 +30,7 @@ struct spool_outcome_slot {
 	uint64_t segment_id; /* 0: empty */
 	uint32_t offset;
 	uint32_t rcpt_index;
+	uint32_t attempts;
 	uint64_t time_ns;
 	uint16_t state;
 };
@@ -101,6 +108,7 @@ spool_map_put(struct spool_outcome_map *map, const struct spool_outcome *out)
 	s->rcpt_index = out->rcpt_index;
 	s->state = out->state;
 	s->time_ns = out->time_ns;
+	s->attempts = out->attempts;
 	return 0;
 }
 
@@ -158,6 +166,8 @@ spool_recover_damage(struct spool_recover_walk *w, const struct spool_scan_item 
 	} else {
 		w->stats->torn_tails++;
 	}
+	if (item->why == SPOOL_DECODE_BAD_VERSION)
+		w->stats->unknown_versions++;
 	if (w->sink->damage_fn != NULL)
 		return w->sink->damage_fn(w->sink->ctx, item);
 	return 0;
@@ -234,12 +244,14 @@ spool_recover_message(struct spool_recover_walk *w, const struct spool_scan_item
 		r.rcpt_index = i;
 		r.state = SPOOL_RCPT_PENDING;
 		r.next_attempt_ns = 0;
+		r.attempts = 0;
 		if (w->map.capacity > 0) {
 			const struct spool_outcome_slot *s =
 				spool_map_slot(&w->map, item->segment_id, item->offset, i);
 			if (s->segment_id != 0) {
 				r.state = (enum spool_rcpt_state)s->state;
 				r.next_attempt_ns = s->time_ns;
+				r.attempts = s->attempts;
 			}
 		}
 		if (spool_rcpt_state_is_final(r.state)) {

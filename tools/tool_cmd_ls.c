@@ -5,7 +5,9 @@
  *
  * CREATED is ISO 8601 UTC, SIZE the stored (wire form) body in bytes,
  * STATE pending, deferred until TIME, delivered, bounced or expired, as
- * recovery sees it. Messages come in log order (shard, segment, offset),
+ * recovery sees it, followed by ", N attempts" once the journal counts
+ * any (", attempts unknown" for a version-1 OUTCOME; --json: "attempts",
+ * null when unknown, and "next_attempt_ns" for deferred). Messages come in log order (shard, segment, offset),
  * which is arrival order within a shard.
  *
  * Recovery calls the sink once per recipient, in recipient order, with a
@@ -80,10 +82,10 @@ tool_ls_rcpt(void *ctx, const struct spool_recovered *r)
 	ls->recipients_live += spool_rcpt_state_is_final(r->state) ? 0u : 1u;
 	const struct spool_span *rcpt = &r->msg->rcpts[r->rcpt_index];
 	if (ls->json_mode) {
-		tool_recipient_json(&ls->json, rcpt, r->state, r->next_attempt_ns);
+		tool_recipient_json(&ls->json, rcpt, r->state, r->next_attempt_ns, r->attempts);
 	} else {
 		fputs(r->rcpt_index > 0 ? ", " : "", stdout);
-		tool_recipient_text(stdout, rcpt, r->state, r->next_attempt_ns);
+		tool_recipient_text(stdout, rcpt, r->state, r->next_attempt_ns, r->attempts);
 	}
 	ls->rcpt_index_next = r->rcpt_index + 1;
 	if (ls->rcpt_index_next < r->msg->rcpt_count)

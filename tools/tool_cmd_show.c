@@ -50,6 +50,7 @@ struct tool_show {
 	struct spool_span *rcpts; /* SPOOL_RECIPIENTS_MAX */
 	uint16_t *states;	  /* rcpt_count */
 	uint64_t *times_ns;	  /* rcpt_count */
+	uint32_t *attempts;	  /* rcpt_count */
 };
 
 static int
@@ -91,6 +92,7 @@ tool_show_outcome(struct tool_show *show, const struct spool_outcome *out)
 		return; /* a final state is never undone (spool_recover.c) */
 	show->states[i] = out->state;
 	show->times_ns[i] = out->time_ns;
+	show->attempts[i] = out->attempts;
 }
 
 static int
@@ -161,7 +163,7 @@ tool_show_text(const struct tool_options *opt, const struct tool_show *show,
 	for (uint32_t i = 0; i < show->msg.rcpt_count; i++) {
 		fputs("recipient:  ", stdout);
 		tool_recipient_text(stdout, &show->rcpts[i], (enum spool_rcpt_state)show->states[i],
-				    show->times_ns[i]);
+				    show->times_ns[i], show->attempts[i]);
 		putchar('\n');
 	}
 	fputs("*** HEADERS ***\n", stdout);
@@ -197,7 +199,7 @@ tool_show_json(const struct tool_options *opt, const struct tool_show *show,
 	tool_json_array_begin(&json, "recipients");
 	for (uint32_t i = 0; i < show->msg.rcpt_count; i++)
 		tool_recipient_json(&json, &show->rcpts[i], (enum spool_rcpt_state)show->states[i],
-				    show->times_ns[i]);
+				    show->times_ns[i], show->attempts[i]);
 	tool_json_array_end(&json);
 	tool_json_bytes(&json, "headers", text, headers_size);
 	tool_json_bytes(&json, "body", text + body_offset, text_size - body_offset);
@@ -219,8 +221,10 @@ tool_show_message(const struct tool_options *opt, struct tool_show *show,
 	ENG_ASSERT(show->msg.rcpt_count >= 1 && show->msg.rcpt_count <= SPOOL_RECIPIENTS_MAX);
 	show->states = calloc(show->msg.rcpt_count, sizeof(*show->states));
 	show->times_ns = calloc(show->msg.rcpt_count, sizeof(*show->times_ns));
+	show->attempts = calloc(show->msg.rcpt_count, sizeof(*show->attempts));
 	uint8_t *text = malloc(show->msg.body.size);
-	if (show->states == NULL || show->times_ns == NULL || text == NULL) {
+	if (show->states == NULL || show->times_ns == NULL || show->attempts == NULL ||
+	    text == NULL) {
 		free(text);
 		tool_error("out of memory");
 		return TOOL_EXIT_ERROR;
@@ -296,6 +300,7 @@ tool_cmd_show(const struct tool_options *opt, const struct tool_shard_list *list
 	free(show.rcpts);
 	free(show.states);
 	free(show.times_ns);
+	free(show.attempts);
 	free(f.record);
 	return status;
 }

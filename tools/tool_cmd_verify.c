@@ -14,6 +14,11 @@
  *   fail the check.
  * Scanning the message and journal logs separately (rather than through
  * recovery) is what lets each line say which log the span is in.
+ *
+ * Format versions (docs/spool-format.md 1.1): OUTCOME records are counted
+ * per version (1: no attempt count, 2: with it), and a span that fails
+ * with "bad version" (a record this build does not read, e.g. written by
+ * a newer ringmail) is counted in unknown_versions on top of its kind.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -32,7 +37,11 @@ struct tool_verify {
 	const char *log_name; /* "msg" or "journal" */
 	uint64_t messages;
 	uint64_t outcomes;
+	uint64_t outcomes_by_version[SPOOL_OUTCOME_VERSION + 1]; /* [1..] used */
+	uint64_t unknown_versions;
 };
+_Static_assert(SPOOL_OUTCOME_VERSION == 2 && SPOOL_OUTCOME_VERSION_MIN == 1,
+	       "the summary names outcome versions 1 and 2");
 
 static bool
 tool_verify_is_damage(enum spool_scan_event event)
@@ -102,10 +111,17 @@ tool_verify_item(void *ctx, const struct spool_scan_item *item)
 	if (item->event == SPOOL_SCAN_RECORD) {
 		ENG_ASSERT(item->size == item->header.size);
 		v->messages += item->header.type == SPOOL_RECORD_MESSAGE ? 1u : 0u;
-		v->outcomes += item->header.type == SPOOL_RECORD_OUTCOME ? 1u : 0u;
+		if (item->header.type == SPOOL_RECORD_OUTCOME) {
+			/* spool_record_check accepts only the versions it reads. */
+			ENG_ASSERT(item->header.version >= SPOOL_OUTCOME_VERSION_MIN &&
+				   item->header.version <= SPOOL_OUTCOME_VERSION);
+			v->outcomes++;
+			v->outcomes_by_version[item->header.version]++;
+		}
 		return 0;
 	}
 	ENG_ASSERT(item->why != SPOOL_DECODE_OK);
+	v->unknown_versions += item->why == SPOOL_DECODE_BAD_VERSION ? 1u : 0u;
 	if (v->json_mode)
 		tool_verify_damage_json(v, item);
 	else
@@ -141,6 +157,9 @@ tool_verify_summary(struct tool_verify *v, const struct tool_shard_list *list,
 		tool_json_uint(&v->json, "records", scan->records);
 		tool_json_uint(&v->json, "messages", v->messages);
 		tool_json_uint(&v->json, "outcomes", v->outcomes);
+		tool_json_uint(&v->json, "outcomes_v1", v->outcomes_by_version[1]);
+		tool_json_uint(&v->json, "outcomes_v2", v->outcomes_by_version[2]);
+		tool_json_uint(&v->json, "unknown_versions", v->unknown_versions);
 		tool_json_uint(&v->json, "corrupt_spans", scan->corrupt_spans);
 		tool_json_uint(&v->json, "holes", scan->holes);
 		tool_json_uint(&v->json, "torn_tails", scan->torn_tails);
@@ -155,6 +174,10 @@ tool_verify_summary(struct tool_verify *v, const struct tool_shard_list *list,
 	       v->outcomes, scan->corrupt_spans, tool_plural(scan->corrupt_spans), scan->holes,
 	       tool_plural(scan->holes), scan->torn_tails, tool_plural(scan->torn_tails),
 	       ok ? "OK" : "CORRUPT");
+	printf("journal format: %" PRIu64 " outcome%s of version 1 (no attempt count), %" PRIu64
+	       " of version 2; %" PRIu64 " span%s of an unknown version\n",
+	       v->outcomes_by_version[1], tool_plural(v->outcomes_by_version[1]),
+	       v->outcomes_by_version[2], v->unknown_versions, tool_plural(v->unknown_versions));
 }
 
 int

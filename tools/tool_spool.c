@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ tool_error(const char *message)
 
 void
 tool_recipient_text(FILE *out, const struct spool_span *address, enum spool_rcpt_state state,
-		    uint64_t time_ns)
+		    uint64_t time_ns, uint32_t attempts)
 {
 	ENG_ASSERT(out != NULL && address != NULL);
 	ENG_ASSERT((unsigned)state < SPOOL_RCPT_STATE_COUNT);
@@ -37,11 +38,15 @@ tool_recipient_text(FILE *out, const struct spool_span *address, enum spool_rcpt
 		tool_format_time(time_ns, when);
 		fprintf(out, " until %s", when);
 	}
+	if (attempts == SPOOL_ATTEMPTS_UNKNOWN)
+		fputs(", attempts unknown", out);
+	else if (attempts > 0)
+		fprintf(out, ", %" PRIu32 " attempt%s", attempts, attempts == 1 ? "" : "s");
 }
 
 void
 tool_recipient_json(struct tool_json *json, const struct spool_span *address,
-		    enum spool_rcpt_state state, uint64_t time_ns)
+		    enum spool_rcpt_state state, uint64_t time_ns, uint32_t attempts)
 {
 	ENG_ASSERT(json != NULL && address != NULL);
 	ENG_ASSERT((unsigned)state < SPOOL_RCPT_STATE_COUNT);
@@ -50,9 +55,14 @@ tool_recipient_json(struct tool_json *json, const struct spool_span *address,
 	tool_json_object_begin(json, NULL);
 	tool_json_bytes(json, "address", address->data, address->size);
 	tool_json_string(json, "state", spool_rcpt_state_name(state));
-	if (state == SPOOL_RCPT_DEFERRED)
+	if (attempts == SPOOL_ATTEMPTS_UNKNOWN)
+		tool_json_null(json, "attempts");
+	else
+		tool_json_uint(json, "attempts", attempts);
+	if (state == SPOOL_RCPT_DEFERRED) {
 		tool_json_string(json, "next_attempt", when);
-	else if (state != SPOOL_RCPT_PENDING)
+		tool_json_uint(json, "next_attempt_ns", time_ns);
+	} else if (state != SPOOL_RCPT_PENDING)
 		tool_json_string(json, "time", when);
 	tool_json_object_end(json);
 }

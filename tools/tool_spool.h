@@ -100,14 +100,17 @@ void tool_error(const char *message);
 struct tool_json;
 
 /* A recipient for humans: "<address> STATE", STATE one of pending,
- * "deferred until TIME", delivered, bounced, expired. time_ns is the next
- * attempt for deferred, the event time for final states. */
+ * "deferred until TIME", delivered, bounced, expired, then ", N attempts"
+ * once there was one (", attempts unknown" from a version-1 journal
+ * record). time_ns is the next attempt for deferred, the event time for
+ * final states; attempts as struct spool_outcome counts them. */
 void tool_recipient_text(FILE *out, const struct spool_span *address, enum spool_rcpt_state state,
-			 uint64_t time_ns);
-/* The same as a JSON object (inside an array): address, state, and
- * next_attempt (deferred) or time (final states). */
+			 uint64_t time_ns, uint32_t attempts);
+/* The same as a JSON object (inside an array): address, state, attempts
+ * (null: unknown), and next_attempt with next_attempt_ns (deferred) or
+ * time (final states). */
 void tool_recipient_json(struct tool_json *json, const struct spool_span *address,
-			 enum spool_rcpt_state state, uint64_t time_ns);
+			 enum spool_rcpt_state state, uint64_t time_ns, uint32_t attempts);
 
 /* The commands; each returns an enum tool_exit value. */
 int tool_cmd_ls(const struct tool_options *opt, const struct tool_shard_list *list);

@@ -15,7 +15,9 @@
  * - a record that checks OK lies within len, is aligned, and its decoded
  *   spans lie inside it and add up to its size; decoding then succeeds, and
  *   encoding the decoded fields at the same place gives back the very
- *   same bytes (the encoding is canonical);
+ *   same bytes (the encoding is canonical; a version-1 OUTCOME, which
+ *   decodes with attempts unknown, re-encodes as version 2 with 0
+ *   attempts, and differs in the version byte and the CRC only);
  * - checking against the record's own place gives the same result as no
  *   place; against another place, BAD_PLACE;
  * - encode accepts exactly the inputs within the documented bounds;
@@ -35,6 +37,20 @@
 static struct spool_span rcpts_decoded[SPOOL_RECIPIENTS_MAX];
 static struct spool_span rcpts_built[BUILT_RCPTS_MAX];
 static uint8_t rcpt_bytes[SPOOL_ADDRESS_SIZE_MAX + 100u];
+
+static void
+put_le32(uint8_t *p, uint32_t v);
+
+/* Turn a freshly encoded OUTCOME (version 2, 0 attempts) into the version-1
+ * record of the same fields: version byte 1, CRC recomputed. */
+static void
+outcome_as_version_1(uint8_t *rec, uint32_t size)
+{
+	FUZZ_CHECK(size == SPOOL_OUTCOME_RECORD_SIZE, "an OUTCOME is 72 bytes");
+	rec[4] = 1;
+	put_le32(rec + 12, 0);
+	put_le32(rec + 12, spool_crc32c(0, rec, size));
+}
 
 static uint32_t
 le32(const uint8_t *p)
@@ -126,7 +142,13 @@ check_valid_record(const uint8_t *buf, size_t len, const struct spool_record_hea
 		FUZZ_CHECK(out.state >= SPOOL_RCPT_DELIVERED && out.state < SPOOL_RCPT_STATE_COUNT,
 			   "outcome state valid");
 		FUZZ_CHECK(spool_rcpt_state_name((enum spool_rcpt_state)out.state) != NULL, "name");
+		FUZZ_CHECK((hdr->version == 1) == (out.attempts == SPOOL_ATTEMPTS_UNKNOWN),
+			   "attempts unknown exactly for a version-1 OUTCOME");
+		if (hdr->version == 1)
+			out.attempts = 0; /* the word version 1 reserved */
 		size = spool_outcome_encode(again, hdr->size, &out, hdr->commit_seq, &hdr->location);
+		if (hdr->version == 1 && size == hdr->size)
+			outcome_as_version_1(again, size);
 	} else {
 		FUZZ_CHECK(hdr->type == SPOOL_RECORD_PAD, "type is MESSAGE, OUTCOME or PAD");
 		FUZZ_CHECK(spool_pad_encode(again, hdr->size, hdr->size + SPOOL_RECORD_ALIGN,
@@ -321,12 +343,14 @@ check_built_outcome(struct fuzz_cursor *cur, const struct built *b)
 		.message = b->loc,
 		.rcpt_index = fuzz_take_u16(cur),
 		.state = fuzz_take_u8(cur) % 6u,
+		/* Up to 32 bits: both sides of SPOOL_ATTEMPTS_MAX. */
+		.attempts = (uint32_t)b->msg.created_ns,
 		.time_ns = b->msg.created_ns,
 	};
 	struct spool_outcome out;
 	struct spool_record_header hdr;
 	bool is_valid = in.state >= SPOOL_RCPT_DELIVERED && in.state <= SPOOL_RCPT_DEFERRED &&
-			in.rcpt_index < SPOOL_RECIPIENTS_MAX;
+			in.rcpt_index < SPOOL_RECIPIENTS_MAX && in.attempts <= SPOOL_ATTEMPTS_MAX;
 	uint32_t size = spool_outcome_encode(buf, sizeof(buf), &in, b->commit_seq, &b->loc);
 
 	FUZZ_CHECK((size != 0) == is_valid, "outcome encode accepts exactly valid outcomes");
@@ -336,7 +360,9 @@ check_built_outcome(struct fuzz_cursor *cur, const struct built *b)
 			   hdr.type == SPOOL_RECORD_OUTCOME,
 		   "outcome checks");
 	FUZZ_CHECK(spool_outcome_decode(buf, size, &out) == SPOOL_DECODE_OK, "outcome decodes");
+	FUZZ_CHECK(hdr.version == SPOOL_OUTCOME_VERSION, "OUTCOME written at version 2");
 	FUZZ_CHECK(out.rcpt_index == in.rcpt_index && out.state == in.state &&
+			   out.attempts == in.attempts &&
 			   out.time_ns == in.time_ns && out.message.segment_id == in.message.segment_id &&
 			   out.message.offset == in.message.offset &&
 			   out.message.shard == in.message.shard,

@@ -99,11 +99,12 @@ def crc32c(data):
     return crc ^ 0xFFFFFFFF
 
 
-def record(rtype, body, seq=7, seg=3, off=4096, shard=1):
+def record(rtype, body, seq=7, seg=3, off=4096, shard=1, version=1):
     size = 40 + len(body)
     size = (size + 7) // 8 * 8
     body = body + b"\0" * (size - 40 - len(body))
-    hdr = struct.pack("<IBBHIIQQIHH", 0x50534D52, 1, rtype, 0, size, 0, seq, seg, off, shard, 0)
+    hdr = struct.pack("<IBBHIIQQIHH", 0x50534D52, version, rtype, 0, size, 0, seq, seg, off,
+                      shard, 0)
     rec = bytearray(hdr + body)
     struct.pack_into("<I", rec, 12, crc32c(bytes(rec)))
     return bytes(rec)
@@ -126,6 +127,14 @@ def record_seeds():
     write("fuzz_record", "outcome", b"\0" + outcome)
     write("fuzz_record", "pad", b"\0" + pad)
     write("fuzz_record", "segment", b"\0" + msg + outcome + pad + b"\0" * 64)
+    # OUTCOME version 2 (docs/spool-format.md 2.2): the attempt count where
+    # version 1 reserved the word; a version-1 record is "outcome" above.
+    outcome_v2 = record(2, struct.pack("<QIHHIIQ", 3, 4096, 1, 4, 1, 3, 1700000100 * 10**9),
+                        version=2)
+    write("fuzz_record", "outcome_v2", b"\0" + outcome_v2)
+    write("fuzz_record", "sealed_outcome_v2", b"\1" + outcome_v2[:12] + b"\0\0\0\0"
+          + outcome_v2[16:])
+    write("fuzz_record", "segment_v2", b"\0" + msg + outcome + outcome_v2 + pad + b"\0" * 64)
     bad_crc = bytearray(msg)
     bad_crc[12] ^= 0xFF
     write("fuzz_record", "sealed_message", b"\1" + bytes(bad_crc))

@@ -9,6 +9,11 @@
  * record with the CRC field zero) to reach the structural checks that a
  * CRC failure would otherwise hide.
  *
+ * Format versions: OUTCOME records are written at version 2 (attempt
+ * count at offset 60); a version-1 OUTCOME, built here by hand from the
+ * documented layout, still decodes (attempts unknown); versions and types
+ * the decoder does not know are BAD_VERSION.
+ *
  * Randomness is a fixed-seed xorshift; a failure message names the case.
  */
 #include <criterion/criterion.h>
@@ -626,6 +631,7 @@ outcome_sample(uint16_t state)
 		.message = {.segment_id = 0xfedcba9876543210ull, .offset = 8u * 1000u, .shard = 3},
 		.rcpt_index = SPOOL_RECIPIENTS_MAX - 1,
 		.state = state,
+		.attempts = 7,
 		.time_ns = 0x1122334455667788ull,
 	};
 }
@@ -650,8 +656,114 @@ Test(spool_outcome, round_trip_each_state)
 		cr_assert_eq(out.message.shard, in.message.shard);
 		cr_assert_eq(out.rcpt_index, in.rcpt_index);
 		cr_assert_eq(out.state, state, "state %s", spool_rcpt_state_name(state));
+		cr_assert_eq(out.attempts, in.attempts);
 		cr_assert_eq(out.time_ns, in.time_ns);
+		cr_assert_eq(hdr.version, SPOOL_OUTCOME_VERSION);
 	}
+}
+
+Test(spool_outcome, round_trip_attempts_at_bounds)
+{
+	static const uint32_t counts[] = {0, 1, 2, 3, 255, 65536, SPOOL_ATTEMPTS_MAX};
+	for (size_t i = 0; i < ENG_ARRAY_COUNT(counts); i++) {
+		struct spool_outcome in = outcome_sample(SPOOL_RCPT_DEFERRED);
+		in.attempts = counts[i];
+		uint8_t buf[SPOOL_OUTCOME_RECORD_SIZE];
+		cr_assert_eq(spool_outcome_encode(buf, sizeof(buf), &in, 5, &test_loc), sizeof(buf));
+		cr_assert_eq(buf[4], SPOOL_OUTCOME_VERSION, "written at the current version");
+		cr_assert_eq(get_le(buf + 60, 4), counts[i], "attempts at offset 60");
+		struct spool_record_header hdr;
+		cr_assert_eq(spool_record_check(buf, sizeof(buf), &test_loc, &hdr), SPOOL_DECODE_OK);
+		struct spool_outcome out;
+		cr_assert_eq(spool_outcome_decode(buf, sizeof(buf), &out), SPOOL_DECODE_OK);
+		cr_assert_eq(out.attempts, counts[i]);
+	}
+}
+
+/* A version-1 OUTCOME as the first released encoder wrote it, built from
+ * the documented layout: version byte 1, the word at 60 reserved (0). */
+static void
+outcome_v1_build(uint8_t rec[SPOOL_OUTCOME_RECORD_SIZE], uint16_t state, uint64_t time_ns)
+{
+	memset(rec, 0, SPOOL_OUTCOME_RECORD_SIZE);
+	put_le(rec + 0, SPOOL_RECORD_MAGIC, 4);
+	rec[4] = 1;
+	rec[5] = SPOOL_RECORD_OUTCOME;
+	put_le(rec + 8, SPOOL_OUTCOME_RECORD_SIZE, 4);
+	put_le(rec + 16, 77, 8);
+	put_le(rec + 24, test_loc.segment_id, 8);
+	put_le(rec + 32, test_loc.offset, 4);
+	put_le(rec + 36, test_loc.shard, 2);
+	put_le(rec + 40, 0xfedcba9876543210ull, 8);
+	put_le(rec + 48, 8u * 1000u, 4);
+	put_le(rec + 52, 3, 2);
+	put_le(rec + 54, state, 2);
+	put_le(rec + 56, 42, 4);
+	put_le(rec + 64, time_ns, 8);
+	reseal(rec, SPOOL_OUTCOME_RECORD_SIZE);
+}
+
+Test(spool_outcome, version_1_still_decodes_without_a_count)
+{
+	for (uint16_t state = SPOOL_RCPT_DELIVERED; state < SPOOL_RCPT_STATE_COUNT; state++) {
+		uint8_t rec[SPOOL_OUTCOME_RECORD_SIZE];
+		outcome_v1_build(rec, state, 0x0102030405060708ull);
+		struct spool_record_header hdr;
+		cr_assert_eq(spool_record_check(rec, sizeof(rec), &test_loc, &hdr), SPOOL_DECODE_OK);
+		cr_assert_eq(hdr.version, 1);
+		cr_assert_eq(hdr.commit_seq, 77u);
+		struct spool_outcome out;
+		cr_assert_eq(spool_outcome_decode(rec, sizeof(rec), &out), SPOOL_DECODE_OK);
+		cr_assert_eq(out.state, state);
+		cr_assert_eq(out.rcpt_index, 42u);
+		cr_assert_eq(out.message.segment_id, 0xfedcba9876543210ull);
+		cr_assert_eq(out.message.offset, 8000u);
+		cr_assert_eq(out.message.shard, 3u);
+		cr_assert_eq(out.time_ns, 0x0102030405060708ull);
+		cr_assert_eq(out.attempts, SPOOL_ATTEMPTS_UNKNOWN, "version 1 has no count");
+	}
+	/* Version 1 reserved the word: non-zero there is not a version-1 record. */
+	uint8_t rec[SPOOL_OUTCOME_RECORD_SIZE];
+	outcome_v1_build(rec, SPOOL_RCPT_DEFERRED, 1);
+	put_le(rec + 60, 3, 4);
+	reseal(rec, sizeof(rec));
+	struct spool_record_header hdr;
+	struct spool_outcome out;
+	cr_assert_eq(spool_record_check(rec, sizeof(rec), &test_loc, &hdr), SPOOL_DECODE_BAD_BODY);
+	cr_assert_eq(spool_outcome_decode(rec, sizeof(rec), &out), SPOOL_DECODE_BAD_BODY);
+	/* The same bytes as version 2 are a record with 3 attempts. */
+	rec[4] = 2;
+	reseal(rec, sizeof(rec));
+	cr_assert_eq(spool_record_check(rec, sizeof(rec), &test_loc, &hdr), SPOOL_DECODE_OK);
+	cr_assert_eq(spool_outcome_decode(rec, sizeof(rec), &out), SPOOL_DECODE_OK);
+	cr_assert_eq(out.attempts, 3u);
+}
+
+Test(spool_outcome, unknown_versions_are_rejected)
+{
+	static const uint8_t bad[] = {0, 3, 4, 0x80, 0xff};
+	for (size_t i = 0; i < ENG_ARRAY_COUNT(bad); i++) {
+		uint8_t rec[SPOOL_OUTCOME_RECORD_SIZE];
+		struct spool_outcome o = outcome_sample(SPOOL_RCPT_DELIVERED);
+		cr_assert_eq(spool_outcome_encode(rec, sizeof(rec), &o, 1, &test_loc), sizeof(rec));
+		rec[4] = bad[i];
+		reseal(rec, sizeof(rec));
+		struct spool_record_header hdr;
+		struct spool_outcome out;
+		cr_assert_eq(spool_record_check(rec, sizeof(rec), &test_loc, &hdr),
+			     SPOOL_DECODE_BAD_VERSION, "outcome version %u", bad[i]);
+		cr_assert_eq(spool_outcome_decode(rec, sizeof(rec), &out), SPOOL_DECODE_BAD_VERSION,
+			     "outcome version %u", bad[i]);
+	}
+	/* Versions are per type: MESSAGE and PAD have no version 2. */
+	uint8_t pad[64];
+	cr_assert_eq(spool_pad_encode(pad, sizeof(pad), sizeof(pad), 1, &test_loc), sizeof(pad));
+	cr_assert_eq(pad[4], SPOOL_RECORD_VERSION);
+	pad[4] = 2;
+	reseal(pad, sizeof(pad));
+	struct spool_record_header hdr;
+	cr_assert_eq(spool_record_check(pad, sizeof(pad), &test_loc, &hdr),
+		     SPOOL_DECODE_BAD_VERSION);
 }
 
 Test(spool_outcome, encode_rejects_out_of_range_fields)
@@ -669,6 +781,11 @@ Test(spool_outcome, encode_rejects_out_of_range_fields)
 	cr_assert_eq(spool_outcome_encode(buf, sizeof(buf), &o, 1, &test_loc), 0u, "offset");
 	o = outcome_sample(SPOOL_RCPT_DELIVERED);
 	cr_assert_eq(spool_outcome_encode(buf, sizeof(buf) - 1, &o, 1, &test_loc), 0u, "room");
+	o = outcome_sample(SPOOL_RCPT_DEFERRED);
+	o.attempts = SPOOL_ATTEMPTS_MAX + 1u;
+	cr_assert_eq(spool_outcome_encode(buf, sizeof(buf), &o, 1, &test_loc), 0u, "attempts");
+	o.attempts = SPOOL_ATTEMPTS_UNKNOWN;
+	cr_assert_eq(spool_outcome_encode(buf, sizeof(buf), &o, 1, &test_loc), 0u, "unknown");
 }
 
 Test(spool_pad, round_trip)
@@ -714,7 +831,8 @@ expect_header_layout(const uint8_t *rec, uint8_t type, uint32_t size, uint64_t s
 {
 	cr_assert(memcmp(rec, "RMSP", 4) == 0, "magic bytes");
 	cr_assert_eq(get_le(rec + 0, 4), SPOOL_RECORD_MAGIC);
-	cr_assert_eq(rec[4], SPOOL_RECORD_VERSION);
+	/* OUTCOME is at version 2, MESSAGE and PAD at 1. */
+	cr_assert_eq(rec[4], type == SPOOL_RECORD_OUTCOME ? 2 : 1);
 	cr_assert_eq(rec[5], type);
 	cr_assert_eq(get_le(rec + 6, 2), 0u, "flags");
 	cr_assert_eq(get_le(rec + 8, 4), size);
@@ -738,7 +856,7 @@ Test(spool_layout, outcome_bytes)
 	cr_assert_eq(get_le(rec + 52, 2), o.message.shard);
 	cr_assert_eq(get_le(rec + 54, 2), SPOOL_RCPT_DEFERRED);
 	cr_assert_eq(get_le(rec + 56, 4), o.rcpt_index);
-	cr_assert_eq(get_le(rec + 60, 4), 0u);
+	cr_assert_eq(get_le(rec + 60, 4), o.attempts, "attempts");
 	cr_assert_eq(get_le(rec + 64, 8), o.time_ns);
 }
 
@@ -851,6 +969,15 @@ sample_outcome(void)
 }
 
 static struct sample
+sample_outcome_v1(void)
+{
+	struct sample s = {.size = SPOOL_OUTCOME_RECORD_SIZE, .name = "outcome v1"};
+	s.rec = xmalloc(s.size);
+	outcome_v1_build(s.rec, SPOOL_RCPT_DEFERRED, 0x1122334455667788ull);
+	return s;
+}
+
+static struct sample
 sample_pad(uint32_t size)
 {
 	struct sample s = {.size = size, .name = "pad"};
@@ -885,6 +1012,7 @@ Test(spool_check, every_truncation_is_rejected)
 	expect_every_truncation_rejected(sample_message(2000, 3));
 	expect_every_truncation_rejected(sample_message(5, 1));
 	expect_every_truncation_rejected(sample_outcome());
+	expect_every_truncation_rejected(sample_outcome_v1());
 	expect_every_truncation_rejected(sample_pad(40));
 	expect_every_truncation_rejected(sample_pad(4096));
 }
@@ -921,6 +1049,7 @@ Test(spool_check, every_bit_flip_is_rejected)
 	expect_every_bit_flip_rejected(sample_message(1900, 4));
 	expect_every_bit_flip_rejected(sample_message(5, 1));
 	expect_every_bit_flip_rejected(sample_outcome());
+	expect_every_bit_flip_rejected(sample_outcome_v1());
 	expect_every_bit_flip_rejected(sample_pad(40));
 	expect_every_bit_flip_rejected(sample_pad(512));
 }
@@ -984,6 +1113,7 @@ Test(spool_check, header_fields_are_validated)
 		{"magic", 0, 4, 0x50534d53u, SPOOL_DECODE_BAD_MAGIC},
 		{"version 0", 4, 1, 0, SPOOL_DECODE_BAD_VERSION},
 		{"version 2", 4, 1, 2, SPOOL_DECODE_BAD_VERSION},
+		{"version 3", 4, 1, 3, SPOOL_DECODE_BAD_VERSION},
 		{"type 0", 5, 1, 0, SPOOL_DECODE_BAD_VERSION},
 		{"type 4", 5, 1, 4, SPOOL_DECODE_BAD_VERSION},
 		{"flags", 6, 2, 0x8000, SPOOL_DECODE_BAD_VERSION},
@@ -1060,7 +1190,12 @@ Test(spool_check, outcome_and_pad_fields_are_validated)
 		{"state 5", 54, 2, 5, SPOOL_DECODE_BAD_BODY},
 		{"state delivered", 54, 2, SPOOL_RCPT_DELIVERED, SPOOL_DECODE_OK},
 		{"recipient index", 56, 4, SPOOL_RECIPIENTS_MAX, SPOOL_DECODE_BAD_BODY},
-		{"reserved", 60, 4, 1, SPOOL_DECODE_BAD_BODY},
+		{"attempts 0", 60, 4, 0, SPOOL_DECODE_OK},
+		{"attempts max", 60, 4, SPOOL_ATTEMPTS_MAX, SPOOL_DECODE_OK},
+		{"attempts over max", 60, 4, SPOOL_ATTEMPTS_MAX + 1, SPOOL_DECODE_BAD_BODY},
+		{"attempts unknown", 60, 4, SPOOL_ATTEMPTS_UNKNOWN, SPOOL_DECODE_BAD_BODY},
+		{"version 1", 4, 1, 1, SPOOL_DECODE_BAD_BODY}, /* its reserved word is 7 */
+		{"version 3", 4, 1, 3, SPOOL_DECODE_BAD_VERSION},
 		{"message offset unaligned", 48, 4, 8u * 1000u + 1u, SPOOL_DECODE_BAD_BODY},
 		{"size 80", 8, 4, 80, SPOOL_DECODE_BAD_SIZE},
 		{"size 64", 8, 4, 64, SPOOL_DECODE_BAD_SIZE},

@@ -15,6 +15,7 @@
 
 #include "ring/ring.h"
 #include "spool/spool.h"
+#include "spool/spool_crc32c.h"
 #include "spool/spool_recover.h"
 #include "tests/lib/test_util.h"
 
@@ -254,5 +255,114 @@ Test(spool_recovery, bit_flip_in_the_middle_is_quarantined_and_neighbours_kept, 
 	cr_assert_eq(access(qfile, F_OK), 0, "no quarantine file %s", qfile);
 	spool_close(sp);
 	ring_destroy(ring);
+	test_remove_tree(dir);
+}
+
+/* ------------------------------------------------------------------ */
+/* Journal format versions: attempt counts through recovery.           */
+/* ------------------------------------------------------------------ */
+
+static uint32_t seen_attempts[R_MSGS];
+static uint32_t seen_state[R_MSGS];
+
+static void
+seen_rcpt_attempts(void *ctx, const struct spool_recovered *r)
+{
+	(void)ctx;
+	uint64_t n = r->msg->created_ns;
+	cr_assert_lt(n, R_MSGS);
+	seen_attempts[n] = r->attempts;
+	seen_state[n] = r->state;
+}
+
+/* One OUTCOME for message i at journal offset off; version 1 is the
+ * released layout (version byte 1, the attempts word 0), resealed here by
+ * the documented CRC rule. */
+static void
+put_outcome(uint8_t *image, uint64_t journal_id, uint32_t off, uint32_t i, uint16_t state,
+	    uint32_t attempts, uint8_t version)
+{
+	struct spool_outcome o = { .message = rmsgs[i].op.location,
+				   .rcpt_index = 0,
+				   .state = state,
+				   .attempts = version == 1 ? 0 : attempts,
+				   .time_ns = 1000u + i };
+	struct spool_location here = { .segment_id = journal_id, .offset = off, .shard = 0 };
+	cr_assert_eq(spool_outcome_encode(image + off, SPOOL_OUTCOME_RECORD_SIZE, &o, 1, &here),
+		     SPOOL_OUTCOME_RECORD_SIZE);
+	if (version == SPOOL_OUTCOME_VERSION)
+		return;
+	image[off + 4] = version;
+	memset(image + off + 12, 0, 4);
+	uint32_t crc = spool_crc32c(0, image + off, SPOOL_OUTCOME_RECORD_SIZE);
+	for (uint32_t b = 0; b < 4; b++)
+		image[off + 12 + b] = (uint8_t)(crc >> (8 * b));
+}
+
+Test(spool_recovery, attempt_counts_from_journal_versions_1_and_2, .timeout = 60)
+{
+	char dir[PATH_MAX], path[PATH_MAX], root[PATH_MAX + 16];
+	char msg[PATH_MAX + 32], journal[PATH_MAX + 32];
+	test_scratch_dir("versions", dir, sizeof(dir));
+	uint64_t seg = make_spool(dir);
+	char msgdir[PATH_MAX];
+	spool_shard_path(dir, 0, "msg", msgdir, sizeof(msgdir));
+	spool_log_segment_path(msgdir, seg, path, sizeof(path));
+	size_t len;
+	uint8_t *msg_image = read_file(path, &len);
+
+	const uint64_t jid = seg + 100;
+	const size_t journal_len = 64u << 10;
+	uint8_t *j = calloc(1, journal_len);
+	const uint32_t R = SPOOL_OUTCOME_RECORD_SIZE;
+	put_outcome(j, jid, 0 * R, 0, SPOOL_RCPT_DEFERRED, 0, 1);  /* v1: unknown */
+	put_outcome(j, jid, 1 * R, 1, SPOOL_RCPT_DEFERRED, 4, 2);
+	put_outcome(j, jid, 2 * R, 2, SPOOL_RCPT_DEFERRED, 2, 2);
+	put_outcome(j, jid, 3 * R, 2, SPOOL_RCPT_DEFERRED, 5, 2);  /* the latest wins */
+	put_outcome(j, jid, 4 * R, 3, SPOOL_RCPT_DEFERRED, 0, 1);  /* v1, then v2 */
+	put_outcome(j, jid, 5 * R, 3, SPOOL_RCPT_DEFERRED, 7, 2);
+	put_outcome(j, jid, 6 * R, 4, SPOOL_RCPT_DEFERRED, 6, 3);  /* a future version */
+	put_outcome(j, jid, 7 * R, 5, SPOOL_RCPT_DEFERRED, 9, 2);  /* its neighbour */
+	put_outcome(j, jid, 8 * R, 6, SPOOL_RCPT_DELIVERED, 1, 2); /* final: not handed back */
+
+	snprintf(root, sizeof(root), "%s/copy", dir);
+	snprintf(msg, sizeof(msg), "%s/msg", root);
+	snprintf(journal, sizeof(journal), "%s/journal", root);
+	mkdir(root, 0700);
+	mkdir(msg, 0700);
+	mkdir(journal, 0700);
+	spool_log_segment_path(msg, seg, path, sizeof(path));
+	write_file(path, msg_image, len);
+	spool_log_segment_path(journal, jid, path, sizeof(path));
+	write_file(path, j, journal_len);
+
+	memset(seen_attempts, 0xee, sizeof(seen_attempts));
+	memset(seen_state, 0xee, sizeof(seen_state));
+	struct spool_recover_sink sink = { .rcpt_fn = seen_rcpt_attempts };
+	struct spool_recovery_stats st = { 0 };
+	uint64_t max_id = 0;
+	char err[512];
+	cr_assert_eq(spool_recover_shard(msg, journal, NULL, 0, &sink, &st, &max_id, err,
+					 sizeof(err)),
+		     0, "%s", err);
+	cr_assert_eq(st.outcomes, 8, "every readable outcome replayed");
+	cr_assert_eq(st.corrupt_spans, 1, "the version-3 record is a bad span");
+	cr_assert_eq(st.unknown_versions, 1, "and counted as an unknown version");
+	cr_assert_eq(seen_attempts[0], SPOOL_ATTEMPTS_UNKNOWN, "v1: no count");
+	cr_assert_eq(seen_attempts[1], 4u);
+	cr_assert_eq(seen_attempts[2], 5u, "the latest record's count");
+	cr_assert_eq(seen_attempts[3], 7u, "a v2 record after a v1 one");
+	cr_assert_eq(seen_state[4], SPOOL_RCPT_PENDING, "unreadable outcome: still pending");
+	cr_assert_eq(seen_attempts[4], 0u);
+	cr_assert_eq(seen_attempts[5], 9u);
+	cr_assert_eq(seen_state[6], SPOOL_RCPT_DELIVERED);
+	cr_assert_eq(seen_attempts[6], 1u, "final outcomes carry their count too");
+	cr_assert_eq(seen_state[7], SPOOL_RCPT_PENDING);
+	cr_assert_eq(seen_attempts[7], 0u, "no outcome: no attempt");
+	for (uint32_t i = 0; i < 6; i++)
+		cr_assert_eq(seen_state[i], i == 4 ? SPOOL_RCPT_PENDING : SPOOL_RCPT_DEFERRED,
+			     "message %u", i);
+	free(j);
+	free(msg_image);
 	test_remove_tree(dir);
 }

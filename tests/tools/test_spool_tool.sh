@@ -210,9 +210,13 @@ pass "stats counts match"
 run verify -d "$SPOOL"
 expect_status 0 "verify of a clean spool"
 expect_out "0 corrupt spans, 0 holes, 0 torn tails: OK" "verify: OK"
+expect_out "journal format: 0 outcomes of version 1 (no attempt count), 7 of version 2; \
+0 spans of an unknown version" "verify: outcome versions"
 run --json verify -d "$SPOOL"
 expect_status 0 "verify --json"
 json_assert 'd["ok"] and d["damage"] == [] and d["messages"] == 6 and d["outcomes"] == 7'
+# Journal format (docs/spool-format.md 2.2): outcomes are written at version 2.
+json_assert 'd["outcomes_v2"] == 7 and d["outcomes_v1"] == 0 and d["unknown_versions"] == 0'
 pass "verify of a clean spool exits 0"
 
 [ "$(snapshot)" = "$before" ] || fail "the spool changed under a read-only tool"
