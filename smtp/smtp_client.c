@@ -20,7 +20,15 @@
  * replies_count < commands_sent_count when its first byte arrives: a reply
  * when nothing is awaited, or before its command was fully sent, is a
  * protocol error (a 421 excepted: the server is closing), so replies are
- * never shifted onto other commands (reliability.md 2.6, OUT-07).
+ * never shifted onto other commands (reliability.md 2.6, OUT-07). What
+ * cannot be seen at once (one reply too many or too few inside a
+ * pipelined batch) shows later: a 2xx to DATA, bytes after a refused DATA
+ * reply, a reply while the body goes out. Hence RCPT 4xx/5xx events are
+ * provisional: a session failure before the transaction's last reply
+ * voids them (MESSAGE_FAILED with an error, smtp_client.h), and the
+ * engine defers every recipient instead of bouncing on a shifted reply.
+ * A refused MAIL is held the same way (mail_is_refused, a copy of the
+ * reply): the batch is drained, then the message fails with it.
  *
  * STARTTLS: the reply to STARTTLS is dispatched knowing whether more bytes
  * followed it in the same feed (bytes_follow): after a 2xx that is
@@ -284,6 +292,41 @@ emit_message_failed_local(struct smtp_client *client, const struct local_status 
 	emit_message_final(client, SMTP_EV_MESSAGE_FAILED, &status, SMTP_CLIENT_ERROR_NONE, false);
 }
 
+/*
+ * MAIL 4xx/5xx: like an RCPT reply, it stands only if the rest of the
+ * batch is read in step. Keep a copy (the reply's text lives in the parser
+ * until the next reply); the pipelined RCPT and DATA replies are drained
+ * without events, then the message fails with it (emit_mail_refusal), or
+ * a session failure in between voids it.
+ */
+static void
+mail_refusal_hold(struct smtp_client *client, const struct smtp_reply *reply)
+{
+	size_t text_size = reply->text_size < sizeof(client->mail_text) ? reply->text_size
+									: sizeof(client->mail_text);
+
+	ENG_ASSERT(client->message != NULL && !client->mail_is_refused);
+	ENG_ASSERT(reply->code >= 400);
+	status_from_reply(reply, &client->mail_status);
+	if (text_size > 0)
+		memcpy(client->mail_text, reply->text, text_size);
+	client->mail_status.text = NULL; /* set at emit time: the struct may not move */
+	client->mail_status.text_size = text_size;
+	client->mail_is_refused = true;
+}
+
+static void
+emit_mail_refusal(struct smtp_client *client)
+{
+	struct smtp_status status = client->mail_status;
+
+	ENG_ASSERT(client->mail_is_refused && client->message != NULL);
+	ENG_ASSERT(status.code >= 400 && status.text_size <= sizeof(client->mail_text));
+	status.text = client->mail_text;
+	client->mail_is_refused = false;
+	emit_message_final(client, SMTP_EV_MESSAGE_FAILED, &status, SMTP_CLIENT_ERROR_NONE, false);
+}
+
 /* ---- output --------------------------------------------------------- */
 
 static size_t
@@ -447,8 +490,8 @@ step_may_produce(const struct smtp_client *client)
 
 	ENG_ASSERT(client->step_replied_count <= step);
 	ENG_ASSERT(client->state != SMTP_CLIENT_STATE_IDLE);
-	if (client->message == NULL || step > step_data(client))
-		return false; /* final event given (MAIL failed), or all produced */
+	if (client->message == NULL || client->mail_is_refused || step > step_data(client))
+		return false; /* MAIL failed (draining), or all produced */
 	if (client->is_pipelining)
 		return true;
 	if (step == step_data(client) && client->rcpts_accepted_count == 0)
@@ -771,7 +814,7 @@ data_go_ahead(struct smtp_client *client)
 {
 	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_DATA);
 	ENG_ASSERT(commands_pending_size(client) == 0);
-	if (client->message == NULL || client->rcpts_accepted_count == 0) {
+	if (client->mail_is_refused || client->rcpts_accepted_count == 0) {
 		client->is_dot_only = true;
 		output_push_text(client, BODY_END);
 		smtp_client_enter_state(client, SMTP_CLIENT_STATE_DOT);
@@ -782,8 +825,16 @@ data_go_ahead(struct smtp_client *client)
 	smtp_client_enter_state(client, SMTP_CLIENT_STATE_BODY);
 }
 
+/*
+ * The DATA reply, the last of the batch. bytes_follow: the feed holds more
+ * bytes after it. After a refused DATA nothing is awaited, so more bytes
+ * mean the replies were out of step (one too many somewhere, so every
+ * reply may belong to the command before): a protocol error before the
+ * message's final event, which voids the batch's RCPT replies (after a
+ * 354 the next pass finds the same, the body awaiting no reply).
+ */
 static void
-on_data(struct smtp_client *client, const struct smtp_reply *reply)
+on_data(struct smtp_client *client, const struct smtp_reply *reply, bool bytes_follow)
 {
 	uint32_t reply_class = smtp_reply_class(reply);
 
@@ -798,7 +849,15 @@ on_data(struct smtp_client *client, const struct smtp_reply *reply)
 		data_go_ahead(client);
 		return;
 	}
-	if (client->message != NULL)
+	if (bytes_follow) {
+		session_fail(client, SMTP_CLIENT_ERROR_UNEXPECTED_REPLY, SMTP_REPLY_ERROR_NONE,
+			     reply);
+		return;
+	}
+	ENG_ASSERT(client->message != NULL);
+	if (client->mail_is_refused)
+		emit_mail_refusal(client);
+	else
 		emit_message_failed_reply(client, reply);
 	transaction_end(client);
 }
@@ -813,11 +872,11 @@ on_rcpt(struct smtp_client *client, const struct smtp_reply *reply, uint32_t rcp
 
 	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_RCPT);
 	ENG_ASSERT(rcpt_index < client->rcpt_count);
-	if (reply_class == 3 || (reply_class == 2 && client->message == NULL)) {
+	if (reply_class == 3 || (reply_class == 2 && client->mail_is_refused)) {
 		reply_out_of_sequence(client, reply);
 		return false;
 	}
-	if (client->message == NULL)
+	if (client->mail_is_refused)
 		return true;
 	if (reply_class == 2)
 		client->rcpts_accepted_count++;
@@ -849,13 +908,14 @@ on_step(struct smtp_client *client, const struct smtp_reply *reply)
 		return;
 	}
 	if (step == STEP_MAIL && reply_class != 2)
-		emit_message_failed_reply(client, reply);
+		mail_refusal_hold(client, reply);
 	if (step >= STEP_RCPT_FIRST && !on_rcpt(client, reply, step - STEP_RCPT_FIRST))
 		return;
 	client->step_replied_count++;
 	step = client->step_replied_count;
-	if (client->message == NULL && step == client->step_produced_count) {
-		transaction_end(client); /* MAIL failed and every reply is in */
+	if (client->mail_is_refused && step == client->step_produced_count) {
+		emit_mail_refusal(client); /* MAIL failed and every reply is in, in step */
+		transaction_end(client);
 		return;
 	}
 	if (!client->is_pipelining && step == step_data(client) &&
@@ -881,13 +941,16 @@ on_dot(struct smtp_client *client, const struct smtp_reply *reply)
 		reply_out_of_sequence(client, reply);
 		return;
 	}
-	if (client->message != NULL && client->is_dot_only) {
+	ENG_ASSERT(client->message != NULL);
+	if (client->mail_is_refused) {
+		emit_mail_refusal(client);
+	} else if (client->is_dot_only) {
 		emit_message_failed_local(client, &local_no_rcpt);
-	} else if (client->message != NULL && reply_class == 2) {
+	} else if (reply_class == 2) {
 		status_from_reply(reply, &status);
 		emit_message_final(client, SMTP_EV_MESSAGE_DONE, &status, SMTP_CLIENT_ERROR_NONE,
 				   false);
-	} else if (client->message != NULL) {
+	} else {
 		emit_message_failed_reply(client, reply);
 	}
 	transaction_end(client);
@@ -928,7 +991,7 @@ reply_dispatch(struct smtp_client *client, const struct smtp_reply *reply, bool 
 		on_step(client, reply);
 		break;
 	case SMTP_CLIENT_STATE_DATA:
-		on_data(client, reply);
+		on_data(client, reply, bytes_follow);
 		break;
 	case SMTP_CLIENT_STATE_DOT:
 		on_dot(client, reply);
@@ -1215,6 +1278,7 @@ smtp_client_start_message(struct smtp_client *client, const struct smtp_message 
 	client->rcpt_count = message->rcpt_count;
 	client->rcpts_accepted_count = 0;
 	client->is_dot_only = false;
+	client->mail_is_refused = false;
 	client->step_produced_count = client->rset_is_needed ? STEP_RSET : STEP_MAIL;
 	client->step_replied_count = client->step_produced_count;
 	smtp_client_enter_state(client, step_state(client, client->step_replied_count));

@@ -52,9 +52,16 @@
  *   deadline, renewed by every consume().
  *
  * Failure rules:
+ * - RCPT replies are provisional until the transaction's last reply (to
+ *   DATA when refused, else to the end of data) is read in step: a
+ *   session failure before it (every case below) voids them, and the
+ *   MESSAGE_FAILED event (error set) applies to every recipient. A
+ *   refused DATA reply with more bytes behind it in the same feed is
+ *   such a failure: nothing is awaited after it, so the replies were out
+ *   of step (SMTP_CLIENT_ERROR_UNEXPECTED_REPLY).
  * - A 421 reply at any point (even unsolicited): the server is closing.
- *   The current message fails with that reply (every recipient without an
- *   RCPT failure must be deferred), SMTP_EV_ERROR then SMTP_EV_CLOSED.
+ *   The current message fails with that reply (every recipient must be
+ *   deferred), SMTP_EV_ERROR then SMTP_EV_CLOSED.
  * - A malformed reply, a reply when none is awaited, a reply before its
  *   command was fully sent, or a reply class the command cannot have
  *   (3xx except to DATA, 2xx to DATA): protocol error, handled like a 421
@@ -120,6 +127,8 @@
 /* The longest single command: MAIL FROM:<addr> SIZE=20digits
  * BODY=8BITMIME SMTPUTF8 CRLF. */
 #define SMTP_COMMAND_SIZE_MAX (SMTP_ADDRESS_SIZE_MAX + 64u)
+/* Text kept of a refused MAIL's reply while the batch drains. */
+#define SMTP_CLIENT_HELD_TEXT_SIZE 256u
 /* smtp_client_deadline_ms() when no reply is awaited. */
 #define SMTP_CLIENT_DEADLINE_NONE UINT64_MAX
 
@@ -170,14 +179,23 @@ enum smtp_event_type {
 	SMTP_EV_READY = 1,
 	/* One recipient's RCPT reply: message, rcpt_index, status. 2xx means
 	 * accepted for now (final outcome in MESSAGE_DONE/FAILED); 4xx/5xx
-	 * is that recipient's outcome. */
+	 * is that recipient's outcome, but only once the message's final
+	 * event confirms the replies were in step: hold it until then (see
+	 * MESSAGE_FAILED with an error). */
 	SMTP_EV_RCPT,
 	/* Reply to the end of data, 2xx: delivered to every recipient
 	 * accepted at RCPT. */
 	SMTP_EV_MESSAGE_DONE,
-	/* The message failed as a whole (MAIL, DATA or end-of-data reply,
-	 * 421, protocol error, timeout, lost connection, local refusal).
-	 * Applies to every recipient that has no 4xx/5xx RCPT event. */
+	/* The message failed as a whole. error SMTP_CLIENT_ERROR_NONE (a
+	 * MAIL, DATA or end-of-data reply read in step, or a local refusal;
+	 * a refused MAIL is reported once the batch behind it is drained):
+	 * applies to every recipient that has no 4xx/5xx RCPT event, and
+	 * those RCPT replies stand. Any other error (421, protocol error,
+	 * timeout, lost connection, TLS failure): the session broke before
+	 * the transaction's last reply was read in step, so its RCPT replies
+	 * are void (with PIPELINING a reply may have belonged to another
+	 * command): the failure applies to EVERY recipient, those with a
+	 * 4xx/5xx RCPT event included. A MESSAGE_DONE confirms them too. */
 	SMTP_EV_MESSAGE_FAILED,
 	/* Session-level failure: error says why; status holds the reply or a
 	 * local status. SMTP_EV_CLOSED follows (at once, or after QUIT). */
@@ -297,6 +315,10 @@ struct smtp_client {
 	bool message_has_final_event;
 	bool message_needs_smtputf8;
 	bool is_dot_only; /* lone ".\r\n" instead of the body (OUT-06) */
+	/* MAIL 4xx/5xx: the batch drains, then the message fails with it. */
+	bool mail_is_refused;
+	struct smtp_status mail_status; /* text: mail_text, set when emitted */
+	char mail_text[SMTP_CLIENT_HELD_TEXT_SIZE];
 	bool is_pipelining;
 	bool rset_is_needed;
 	bool is_tls; /* the handshake completed: no second STARTTLS */

@@ -214,6 +214,9 @@ event_callback(void *ctx, const struct smtp_event *event)
 		break;
 	case SMTP_EV_MESSAGE_DONE:
 	case SMTP_EV_MESSAGE_FAILED:
+		/* A broken session voids the RCPT replies: it must defer all. */
+		FUZZ_CHECK(event->error == SMTP_CLIENT_ERROR_NONE || event->status.code / 100 == 4,
+			   "a MESSAGE_FAILED with an error is a 4xx");
 		on_final(event);
 		break;
 	case SMTP_EV_ERROR:
