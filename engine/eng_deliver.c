@@ -1,9 +1,12 @@
 /*
  * eng_deliver.c - a shard's delivery loop, first slice (eng_deliver.h).
  *
- * Clocks: destinations and connection waits use the monotonic clock (as
- * eng_dest and eng_conn do); retry times are wall-clock ns, because they
- * go to the journal and survive a restart (spool_outcome.time_ns).
+ * Clocks (eng_clock.h): destinations, connection waits and the retry heap
+ * use the monotonic clock (as eng_dest and eng_conn do), so a wall-clock
+ * step neither makes every deferred job due nor holds them all back; the
+ * journal gets wall-clock retry times (spool_outcome.time_ns, they survive
+ * a restart), turned back into waits at recovery; expiry is judged on the
+ * wall clock (reception + max_queue_lifetime), at each attempt.
  *
  * Bodies (docs/engine.md "Bodies and the retry heap"): a job's body_state
  * says where the bytes it sends come from. Invariants: a job queued on an
@@ -18,6 +21,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +29,7 @@
 #include <unistd.h>
 
 #include "eng_bounce.h"
+#include "eng_clock.h"
 #include "eng_common.h"
 #include "eng_conn.h"
 #include "eng_dest.h"
@@ -41,6 +46,9 @@
  * timer was in flight is late by at most this. */
 #define ENG_DELIVER_TIMER_MAX_NS (1000ull * ENG_DELIVER_NS_PER_MS)
 #define ENG_DELIVER_TIMER_MIN_NS ENG_DELIVER_NS_PER_MS
+/* No retry-heap key lies further ahead than this (retry steps are at most
+ * 30 days, jitter at most doubles them; eng_clock_retry_due_ns clamps). */
+#define ENG_DELIVER_WAIT_MAX_NS (366ull * 86400ull * 1000ull * ENG_DELIVER_NS_PER_MS)
 /* Jobs of the message being recovered, searched for its domain. */
 #define ENG_DELIVER_RECOVER_JOBS 64u
 /* Transactions one READY may start when smtp_client refuses them locally. */
@@ -88,6 +96,7 @@ enum eng_deliver_rcpt_state {
 	ENG_DELIVER_RCPT_ACCEPTED,    /* RCPT 2xx: final reply still to come */
 	ENG_DELIVER_RCPT_FINAL,	      /* delivered or bounced */
 	ENG_DELIVER_RCPT_DEFERRED,    /* retried at the job's next attempt */
+	ENG_DELIVER_RCPT_REJECTED,    /* RCPT 4xx/5xx, held until the final event */
 };
 
 struct eng_deliver_addr {
@@ -116,12 +125,22 @@ struct eng_deliver_msg {
 	bool needs_8bit;
 	bool needs_smtputf8;
 	char queue_id[SPOOL_QUEUE_ID_SIZE];
+	/* 0, or the read-back error that quarantined the record (KRN-05):
+	 * set once by the first job to fail, any shard; the message's other
+	 * jobs are then quarantined without a read. */
+	_Atomic int32_t quarantine_error;
 };
 
 struct eng_deliver_rcpt {
 	uint32_t rcpt_index;
+	/* Attempts counted so far (journaled with each outcome, restored by
+	 * recovery): the next one logs deferrals + 1 and, if deferred, waits
+	 * retry step deferrals + 1. At most SPOOL_ATTEMPTS_MAX. */
 	uint32_t deferrals;
 	enum eng_deliver_rcpt_state state;
+	/* REJECTED: the RCPT reply, in one of the job's reserved ops, until
+	 * the message's final event confirms it (or voids it: smtp_client.h). */
+	struct eng_deliver_outcome *held;
 };
 
 struct eng_deliver_job;
@@ -173,7 +192,7 @@ struct eng_deliver_job {
 	uint32_t mail_kind;		/* in an outbox's reads FIFO: READ or LOADED */
 	struct eng_deliver_dest *dest; /* the owner shard's; NULL until adopted */
 	struct eng_deliver_slot *slot;
-	uint64_t next_attempt_ns; /* wall clock */
+	uint64_t next_attempt_ns; /* monotonic */
 	uint32_t rcpt_count;
 	uint32_t rcpt_capacity;
 	uint32_t reserved; /* outcome ops reserved for this attempt */
@@ -306,7 +325,7 @@ struct eng_deliver {
 	struct eng_deliver_outcome *free_outcomes;
 	uint32_t outcomes_free;
 	uint32_t outcomes_reserved;
-	struct eng_heap retry; /* jobs by next_attempt_ns (wall clock) */
+	struct eng_heap retry; /* jobs by next_attempt_ns (monotonic) */
 	/* Bodies: bytes held by this shard (injected bodies it wrote, bodies
 	 * read back for its jobs), against memory_budget / shards. The
 	 * counter is the node's (struct eng_shard): a body this shard wrote
@@ -321,6 +340,9 @@ struct eng_deliver {
 	struct eng_deliver_msg *recover_msg;
 	uint32_t recover_job_count;
 	struct eng_deliver_job *recover_jobs[ENG_DELIVER_RECOVER_JOBS];
+	/* Clocks read once for recovered retry times, so equal ones group. */
+	uint64_t recover_real_ns;
+	uint64_t recover_mono_ns; /* 0: not read yet */
 	struct ring_op timer_op;
 	struct eng_deliver_stats stats;
 	/* Outbound TLS: the shard's client context and session cache. */
@@ -551,12 +573,15 @@ eng_deliver_job_free(struct eng_deliver_job *job)
 	free(job);
 }
 
-/* Onto the retry heap, due at when_ns (wall clock). Out of memory for
+/* Onto the retry heap, due at when_ns (monotonic). Out of memory for
  * the heap: the job is dropped, its recipients stay live in the spool and
  * the next start delivers them. */
 static void
 eng_deliver_retry_push(struct eng_deliver *d, struct eng_deliver_job *job, uint64_t when_ns)
 {
+	/* A wall-clock time here (~1.8e18) would wait for decades. */
+	ENG_ASSERT(when_ns == UINT64_MAX ||
+		   when_ns - ENG_MIN(when_ns, eng_now_monotonic_ns()) <= ENG_DELIVER_WAIT_MAX_NS);
 	ENG_ASSERT(!job->job.queued);
 	ENG_ASSERT(job->rcpt_count <= job->rcpt_capacity);
 	ENG_ASSERT(job->body_state != ENG_DELIVER_BODY_LOADING);
@@ -728,6 +753,20 @@ eng_deliver_queue_rcpt(struct eng_deliver *d, struct eng_deliver_msg *msg,
 	return true;
 }
 
+/* A journaled retry time (wall clock) as a retry-heap key: the same wait
+ * on the monotonic clock, at most the schedule's longest delay (a time
+ * further ahead was written before the clock went back; SPL-11). */
+static uint64_t
+eng_deliver_recovered_due_ns(struct eng_deliver *d, uint64_t due_real_ns)
+{
+	if (d->recover_mono_ns == 0) {
+		d->recover_real_ns = eng_clock_realtime_ns();
+		d->recover_mono_ns = eng_now_monotonic_ns();
+	}
+	return eng_clock_retry_due_ns(due_real_ns, d->recover_real_ns, d->recover_mono_ns,
+				      eng_clock_retry_max_ns(&(*d->config)->engine));
+}
+
 void
 eng_deliver_recovered(struct eng_deliver *d, const struct spool_recovered *rcpt)
 {
@@ -736,14 +775,17 @@ eng_deliver_recovered(struct eng_deliver *d, const struct spool_recovered *rcpt)
 	d->stats.recipients_recovered++;
 	struct eng_deliver_msg *msg = eng_deliver_recover_msg(d, rcpt);
 	bool is_deferred = rcpt->state == SPOOL_RCPT_DEFERRED;
-	/* XXX: the journal keeps no attempt count; a deferred one counts 1.
-	 * The OUTCOME record's 4 reserved bytes could hold it, but every
-	 * released decoder rejects a non-zero reserved field (BAD_BODY), so a
-	 * rollback would quarantine such records: it needs a format version
-	 * (docs/spool-format.md), not a quiet reuse. */
+	/* The attempt count of its latest OUTCOME (version 2), so the log's
+	 * attempt number and the retry schedule go on where they were. A
+	 * version-1 record has none: a deferral there counts 1, as before. */
+	uint32_t attempts = rcpt->attempts;
+	if (attempts == SPOOL_ATTEMPTS_UNKNOWN)
+		attempts = is_deferred ? 1u : 0u;
+	attempts = ENG_MIN(attempts, SPOOL_ATTEMPTS_MAX);
+	uint64_t due_ns = is_deferred ? eng_deliver_recovered_due_ns(d, rcpt->next_attempt_ns) : 0;
 	if (msg == NULL || !eng_deliver_queue_rcpt(d, msg, rcpt->msg, rcpt->rcpt_index,
-						   is_deferred ? rcpt->next_attempt_ns : 0,
-						   is_deferred ? 1u : 0u)) {
+						   due_ns,
+						   attempts)) {
 		/* Out of memory at start-up: the recipient stays live in the
 		 * spool and the next start tries again. */
 		d->stats.recipients_dropped++;
@@ -867,7 +909,7 @@ eng_deliver_log_line(struct eng_deliver *d, const struct eng_deliver_outcome *op
 	const struct eng_deliver_addr *rcpt = &msg->rcpts[op->outcome.rcpt_index];
 	const char *at = memchr(rcpt->ptr, '@', rcpt->len);
 	size_t domain_offset = at != NULL ? (size_t)(at - rcpt->ptr) + 1 : rcpt->len;
-	uint64_t now_ns = eng_now_realtime_ns();
+	uint64_t now_ns = eng_clock_realtime_ns();
 	struct eng_log_record rec = {
 		.event = op->event,
 		.time_ns = now_ns,
@@ -1023,7 +1065,7 @@ eng_deliver_dsn_input(const struct eng_deliver *w, const struct eng_deliver_outc
 		.queue_id = msg->queue_id,
 		.queue_id_len = strlen(msg->queue_id),
 		.arrival_ns = msg->created_ns,
-		.now_ns = eng_now_realtime_ns(),
+		.now_ns = eng_clock_realtime_ns(),
 		.body = op->has_body ? msg->body : op->dsn_headers,
 		.body_len = op->has_body ? msg->body_size : op->dsn_headers_len,
 		.rcpts = rcpt,
@@ -1057,7 +1099,7 @@ eng_deliver_dsn_write(struct eng_deliver *w, struct eng_deliver_outcome *op)
 	dsn->wire = wire;
 	dsn->rcpt = (struct spool_span){ .data = (const uint8_t *)op->msg->sender.ptr,
 					 .size = op->msg->sender.len };
-	uint64_t now_ns = eng_now_realtime_ns();
+	uint64_t now_ns = eng_clock_realtime_ns();
 	dsn->message = (struct spool_message){ .created_ns = now_ns,
 					       .expires_ns = 0,
 					       .sender = { .data = NULL, .size = 0 },
@@ -1226,12 +1268,15 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 	d->free_outcomes = op->free_next;
 	d->outcomes_free--;
 	enum spool_rcpt_state state = eng_deliver_state_of(status, outcome_is_unknown);
-	uint64_t now_ns = eng_now_realtime_ns();
+	uint64_t now_ns = eng_clock_realtime_ns();
 	op->outcome = (struct spool_outcome){ .message = job->msg->location,
 					      .rcpt_index = r->rcpt_index,
 					      .state = (uint16_t)state,
 					      .time_ns = now_ns };
+	ENG_ASSERT(r->deferrals <= SPOOL_ATTEMPTS_MAX);
 	op->attempt = r->deferrals + 1u;
+	/* Journaled: this attempt counts, unless a stop cut it short. */
+	op->outcome.attempts = ENG_MIN(op->attempt, SPOOL_ATTEMPTS_MAX);
 	struct smtp_status expired_status;
 	uint64_t lifetime_ns = (*d->config)->engine.max_queue_lifetime_ns;
 	if (state == SPOOL_RCPT_DEFERRED && lifetime_ns > 0 &&
@@ -1247,11 +1292,15 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 	}
 	if (state == SPOOL_RCPT_DEFERRED && d->is_aborting) {
 		/* Cut short by a stop: not counted, due again at once. */
+		op->outcome.attempts = r->deferrals;
 	} else if (state == SPOOL_RCPT_DEFERRED) {
-		r->deferrals++;
-		op->outcome.time_ns = now_ns + eng_config_retry_delay_ns(*d->config, r->deferrals,
-									 eng_deliver_random(d));
-		job->next_attempt_ns = ENG_MIN(job->next_attempt_ns, op->outcome.time_ns);
+		r->deferrals = op->outcome.attempts; /* + 1, saturated */
+		uint64_t delay_ns =
+			eng_config_retry_delay_ns(*d->config, r->deferrals, eng_deliver_random(d));
+		/* Journaled on the wall clock, waited on the monotonic one. */
+		op->outcome.time_ns = now_ns + delay_ns;
+		job->next_attempt_ns =
+			ENG_MIN(job->next_attempt_ns, eng_now_monotonic_ns() + delay_ns);
 	}
 	bool is_deferred = state == SPOOL_RCPT_DEFERRED;
 	r->state = is_deferred ? ENG_DELIVER_RCPT_DEFERRED : ENG_DELIVER_RCPT_FINAL;
@@ -1275,6 +1324,65 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 		eng_deliver_outcome_keep_headers(op, job);
 	}
 	eng_deliver_outcome_send(d, op);
+}
+
+/*
+ * RCPT 4xx/5xx for recipient i: not journaled yet (smtp_client.h: it may
+ * be void). Its status goes into one of the job's reserved ops, the one
+ * its outcome would use, so holding costs no allocation.
+ */
+static void
+eng_deliver_rcpt_hold(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t i,
+		      const struct smtp_status *status)
+{
+	ENG_ASSERT(i < job->rcpt_count);
+	struct eng_deliver_rcpt *r = &job->rcpts[i];
+	ENG_ASSERT(r->state == ENG_DELIVER_RCPT_WAITING && r->held == NULL);
+	ENG_ASSERT(job->reserved > 0 && d->outcomes_reserved > 0 && d->free_outcomes != NULL);
+	job->reserved--;
+	d->outcomes_reserved--;
+	struct eng_deliver_outcome *op = d->free_outcomes;
+	d->free_outcomes = op->free_next;
+	d->outcomes_free--;
+	op->code = status->code;
+	op->enhanced.status_class = status->enhanced.status_class;
+	op->enhanced.subject = status->enhanced.subject;
+	op->enhanced.detail = status->enhanced.detail;
+	size_t text_len = ENG_MIN(status->text_size, sizeof(op->text));
+	if (text_len > 0)
+		memcpy(op->text, status->text, text_len);
+	op->text_len = (uint32_t)text_len;
+	r->held = op;
+	r->state = ENG_DELIVER_RCPT_REJECTED;
+}
+
+/* Take back recipient i's held RCPT reply: its op returns to the job's
+ * reservation, the rcpt is WAITING again; the status (text copied into
+ * text) is returned for its outcome. */
+static struct smtp_status
+eng_deliver_rcpt_unhold(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t i,
+			char text[ENG_CONN_STATUS_TEXT_SIZE])
+{
+	struct eng_deliver_rcpt *r = &job->rcpts[i];
+	struct eng_deliver_outcome *op = r->held;
+	ENG_ASSERT(r->state == ENG_DELIVER_RCPT_REJECTED && op != NULL);
+	ENG_ASSERT(op->text_len <= ENG_CONN_STATUS_TEXT_SIZE);
+	struct smtp_status status = { .code = op->code,
+				      .enhanced = { .status_class = op->enhanced.status_class,
+						    .subject = op->enhanced.subject,
+						    .detail = op->enhanced.detail },
+				      .text = text,
+				      .text_size = op->text_len };
+	if (op->text_len > 0)
+		memcpy(text, op->text, op->text_len);
+	op->free_next = d->free_outcomes;
+	d->free_outcomes = op;
+	d->outcomes_free++;
+	d->outcomes_reserved++;
+	job->reserved++;
+	r->held = NULL;
+	r->state = ENG_DELIVER_RCPT_WAITING;
+	return status;
 }
 
 /* A local status (no reply from the server). */
@@ -1326,6 +1434,9 @@ eng_deliver_job_finish(struct eng_deliver *d, struct eng_deliver_job *job)
 	ENG_ASSERT(!job->job.queued);
 	struct smtp_status none = eng_deliver_local_status(451, 4, 2, "no outcome for recipient");
 	for (uint32_t i = 0; i < job->rcpt_count; i++) {
+		char text[ENG_CONN_STATUS_TEXT_SIZE];
+		if (job->rcpts[i].state == ENG_DELIVER_RCPT_REJECTED)
+			(void)eng_deliver_rcpt_unhold(d, job, i, text); /* never confirmed */
 		enum eng_deliver_rcpt_state state = job->rcpts[i].state;
 		if (state == ENG_DELIVER_RCPT_WAITING || state == ENG_DELIVER_RCPT_ACCEPTED)
 			eng_deliver_outcome(d, job, i, &none, false, ENG_LOG_MS_NONE);
@@ -1695,13 +1806,29 @@ eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 	d->free_slots = slot;
 }
 
-/* Every recipient of the message without an outcome gets status. */
+/*
+ * The message's final event. A RCPT rejection held until now stands when
+ * the transaction ended on a reply read in step (DONE, or FAILED without
+ * an error); a session failure (FAILED with an error) voids it, and the
+ * failure applies to that recipient too (smtp_client.h). Every other
+ * recipient without an outcome gets status.
+ */
 static void
 eng_deliver_message_end(struct eng_deliver *d, const struct eng_conn_event *event, bool is_done)
 {
 	struct eng_deliver_job *job = event->message->ctx;
 	ENG_ASSERT(job != NULL && job->slot != NULL);
+	bool is_void = !is_done && event->error != SMTP_CLIENT_ERROR_NONE;
 	for (uint32_t i = 0; i < job->rcpt_count; i++) {
+		if (job->rcpts[i].state == ENG_DELIVER_RCPT_REJECTED) {
+			char text[ENG_CONN_STATUS_TEXT_SIZE];
+			struct smtp_status held = eng_deliver_rcpt_unhold(d, job, i, text);
+			if (!is_void) {
+				eng_deliver_outcome(d, job, i, &held, false, ENG_LOG_MS_NONE);
+				continue;
+			}
+			d->stats.rcpt_replies_voided++;
+		}
 		enum eng_deliver_rcpt_state state = job->rcpts[i].state;
 		bool applies = is_done ? state == ENG_DELIVER_RCPT_ACCEPTED
 				       : (state == ENG_DELIVER_RCPT_WAITING ||
@@ -1739,8 +1866,7 @@ eng_deliver_conn_event(void *ctx, struct eng_conn *conn, const struct eng_conn_e
 		if (event->status.code >= 200 && event->status.code < 300)
 			job->rcpts[event->rcpt_index].state = ENG_DELIVER_RCPT_ACCEPTED;
 		else
-			eng_deliver_outcome(d, job, event->rcpt_index, &event->status, false,
-					    ENG_LOG_MS_NONE);
+			eng_deliver_rcpt_hold(d, job, event->rcpt_index, &event->status);
 		break;
 	}
 	case ENG_CONN_EV_MESSAGE_DONE:
@@ -2005,6 +2131,89 @@ eng_deliver_read_start(struct eng_deliver *w, struct eng_deliver_job *job)
 	eng_deliver_read_back(w, job);
 }
 
+/* ---- run-time quarantine (KRN-05) ---- */
+
+/* The record on disk is bad (not: the read could not run now). */
+static bool
+eng_deliver_read_error_is_damage(int32_t result)
+{
+	return result == -EBADMSG || result == -EIO || result == -EMSGSIZE || result == -ENOBUFS;
+}
+
+/*
+ * Copy what the failed read got of job's record into the writer shard's
+ * quarantine/, named as recovery names a corrupt span (SEGMENT-OFFSET.bad,
+ * spool_recover.c); an EIO leaves it empty. Blocking I/O on the loop, as
+ * rare as a bad disk block; a failure only says so in path.
+ */
+static void
+eng_deliver_quarantine_copy(struct eng_deliver *d, const struct eng_deliver_job *job, char *path,
+			    size_t path_size)
+{
+	const struct eng_deliver_msg *msg = job->msg;
+	char dir[ENG_CONFIG_PATH_SIZE + 32u];
+	spool_shard_path((*d->config)->engine.spool_dir, msg->location.shard, "quarantine", dir,
+			 sizeof(dir));
+	snprintf(path, path_size, "%s/%016" PRIx64 "-%08" PRIx32 ".bad", dir,
+		 msg->location.segment_id, msg->location.offset);
+	const struct spool_read *read = job->load != NULL ? &job->load->read : NULL;
+	size_t size = 0;
+	if (read != NULL && read->buf != NULL && read->done > read->record_offset)
+		size = ENG_MIN((size_t)(read->done - read->record_offset), (size_t)msg->record_size);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(path, path_size, "nowhere (%s)", strerror(errno));
+		return;
+	}
+	for (size_t done = 0, guard = 0; done < size && guard < 1024u; guard++) {
+		ssize_t n = write(fd, read->buf + read->record_offset + done, size - done);
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	(void)fsync(fd);
+	close(fd);
+}
+
+/*
+ * job's record failed its read-back for good (EIO, CRC or place mismatch,
+ * or it no longer matches the envelope): quarantine it now, not at the
+ * next start. It is never sent. Its recipients are bounced (554 5.3.0:
+ * RFC 5321 6.1, an accepted message that cannot be delivered is reported
+ * to its sender, by DSN) and journaled final, so neither this run nor a
+ * restart tries them again; the delivery log has their Bounce lines. The
+ * first job of the message copies the bytes to quarantine/ and says so on
+ * stderr, once; its other jobs follow without a read.
+ */
+static void
+eng_deliver_quarantine(struct eng_deliver *d, struct eng_deliver_job *job, int32_t result)
+{
+	ENG_ASSERT(result < 0);
+	struct eng_deliver_msg *msg = job->msg;
+	int32_t none = 0;
+	if (atomic_compare_exchange_strong(&msg->quarantine_error, &none, result)) {
+		char path[ENG_CONFIG_PATH_SIZE + 64u];
+		eng_deliver_quarantine_copy(d, job, path, sizeof(path));
+		d->stats.messages_quarantined++;
+		fprintf(stderr,
+			"ringmail: shard %u: message %s unreadable (%s): quarantined to %s, "
+			"never sent; its recipients bounce (5.3.0)\n",
+			d->shard_index, msg->queue_id, strerror(-result), path);
+	}
+	eng_deliver_job_drop_body(job);
+	if (!eng_deliver_reserve(d, job)) {
+		/* No outcome op free: again in a second, without a read. */
+		eng_deliver_retry_push(d, job, eng_now_monotonic_ns() + ENG_DELIVER_TIMER_MAX_NS);
+		return;
+	}
+	char text[160];
+	snprintf(text, sizeof(text),
+		 "message unreadable in the spool (%s): quarantined, never sent",
+		 strerror(-result));
+	struct smtp_status status = eng_deliver_local_status(554, 3, 0, text);
+	eng_deliver_job_defer(d, job, &status);
+}
+
 /* Bytes a load of msg holds: the aligned read buffer and its recipients. */
 static uint32_t
 eng_deliver_load_size(const struct eng_deliver_msg *msg)
@@ -2035,6 +2244,11 @@ static void
 eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
 {
 	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_NONE && job->load == NULL);
+	int32_t quarantined = atomic_load_explicit(&job->msg->quarantine_error, memory_order_acquire);
+	if (quarantined != 0) {
+		eng_deliver_quarantine(d, job, quarantined); /* another job found it bad */
+		return;
+	}
 	const struct eng_deliver_msg *msg = job->msg;
 	uint32_t buf_size = spool_read_buffer_size(msg->record_size);
 	struct eng_deliver_load *load = calloc(1, sizeof(*load));
@@ -2045,7 +2259,7 @@ eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
 		free(load);
 		free(rcpts);
 		/* Out of memory: try again in a second. */
-		eng_deliver_retry_push(d, job, eng_now_realtime_ns() + ENG_DELIVER_TIMER_MAX_NS);
+		eng_deliver_retry_push(d, job, eng_now_monotonic_ns() + ENG_DELIVER_TIMER_MAX_NS);
 		return;
 	}
 	load->read = (struct spool_read){ .callback = eng_deliver_read_done,
@@ -2116,17 +2330,22 @@ eng_deliver_loaded(struct eng_deliver *d, struct eng_deliver_job *job)
 		eng_deliver_job_append(&d->loaded_head, &d->loaded_tail, job);
 		return;
 	}
-	eng_deliver_job_drop_body(job);
 	if (result == -EAGAIN || result == -EBUSY || result == -ECANCELED) {
 		/* Reader busy, SQ full or a stopping writer: due again now. */
+		eng_deliver_job_drop_body(job);
 		d->stats.body_read_retries++;
 		eng_deliver_retry_push(d, job, job->next_attempt_ns);
 		return;
 	}
-	/* Never send bytes that fail their check. The recipients stay live in
-	 * the spool; recovery at the next start checks the record again and
-	 * quarantines it if it is corrupt (spool-format.md). */
 	d->stats.body_read_errors++;
+	if (eng_deliver_read_error_is_damage(result)) {
+		eng_deliver_quarantine(d, job, result);
+		return;
+	}
+	/* Never send bytes that fail their check. Another error (the segment
+	 * gone, a bad location): the recipients stay live in the spool and
+	 * recovery at the next start checks the record again. */
+	eng_deliver_job_drop_body(job);
 	fprintf(stderr, "ringmail: shard %u: message %s unreadable (%s): not sent, held for recovery\n",
 		d->shard_index, job->msg->queue_id, strerror(-result));
 	eng_deliver_job_free(job);
@@ -2386,9 +2605,8 @@ eng_deliver_flush_outboxes(struct eng_deliver *d)
 static void
 eng_deliver_schedule(struct eng_deliver *d)
 {
-	uint64_t real_ns = eng_now_realtime_ns();
 	uint64_t mono_ns = eng_now_monotonic_ns();
-	eng_deliver_run_retries(d, real_ns);
+	eng_deliver_run_retries(d, mono_ns);
 	uint64_t wake_ns = UINT64_MAX; /* monotonic */
 	/* Idle connections first: queued jobs go to them, and only the rest
 	 * (queued_count > idle_connections) open new ones. */
@@ -2408,11 +2626,11 @@ eng_deliver_schedule(struct eng_deliver *d)
 						  : 0;
 	uint64_t earliest_ns = 0;
 	if (eng_heap_peek(&d->retry, &earliest_ns, NULL) &&
-	    (earliest_ns > real_ns || d->loads_held == 0)) {
+	    (earliest_ns > mono_ns || d->loads_held == 0)) {
 		/* A due head that waits for the prefetch window needs no
 		 * timer: each held body is being read, routed or sent, and
 		 * that completion runs the next turn. */
-		uint64_t retry_ns = earliest_ns > real_ns ? earliest_ns - real_ns : 0;
+		uint64_t retry_ns = earliest_ns > mono_ns ? earliest_ns - mono_ns : 0;
 		delay_ns = ENG_MIN(delay_ns, retry_ns);
 	}
 	eng_deliver_arm_timer(d, delay_ns);
@@ -2808,7 +3026,7 @@ eng_deliver_log_reception(struct eng_deliver *d, const struct eng_deliver_msg *m
 	bool has_ip = client_ip != NULL && client_ip[0] != '\0';
 	struct eng_log_record rec = {
 		.event = ENG_LOG_RECEPTION,
-		.time_ns = eng_now_realtime_ns(),
+		.time_ns = eng_clock_realtime_ns(),
 		.queue_id = msg->queue_id,
 		.queue_id_len = strlen(msg->queue_id),
 		.sender = msg->sender.ptr,
@@ -2838,7 +3056,12 @@ eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
 	ENG_ASSERT(loc->shard == d->shard_index);
 	ENG_ASSERT(msg->rcpt_count > 0 && msg->rcpts != NULL);
 	d->stats.messages_injected++;
-	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg, d->body_bytes);
+	/* A held node sends nothing until it is released, maybe hours later:
+	 * keeping the body would only grow the heap (page faults per message)
+	 * and push others over the budget. Its jobs read the record back when
+	 * they are due, like a recovered message's. */
+	_Atomic uint64_t *account = (*d->config)->engine.hold ? NULL : d->body_bytes;
+	struct eng_deliver_msg *copy = eng_deliver_msg_create(loc, msg, account);
 	d->recover_job_count = 0;
 	for (uint32_t i = 0; i < msg->rcpt_count; i++) {
 		if (copy == NULL || !eng_deliver_queue_rcpt(d, copy, msg, i, 0, 0)) {
@@ -2852,6 +3075,7 @@ eng_deliver_injected(struct eng_deliver *d, const struct spool_location *loc,
 	d->recover_job_count = 0;
 	if (copy == NULL)
 		return;
-	eng_deliver_msg_body_release(copy); /* the jobs hold the body now */
-	eng_deliver_msg_unref(copy);	    /* and the message */
+	if (copy->body != NULL)
+		eng_deliver_msg_body_release(copy); /* the jobs hold the body now */
+	eng_deliver_msg_unref(copy);		    /* and the message */
 }

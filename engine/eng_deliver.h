@@ -56,11 +56,11 @@
  * back) are bounded per shard by memory_budget / shards, except one read
  * at a time. Connections and outcome ops are preallocated at create.
  *
- * XXX: no TLS; names in static routes are not resolved (IP literals only);
- * the journal keeps no attempt count (a recovered deferral counts 1): the
- * OUTCOME record's reserved bytes could carry it, but released decoders
- * reject a non-zero reserved field, so it needs a format version (see
- * docs/engine.md "Still missing").
+ * Attempt counts: each outcome journals the recipient's count (OUTCOME
+ * version 2); a recovered recipient goes on from it, in the log and on the
+ * retry schedule (a version-1 deferral counts 1).
+ *
+ * XXX: names in static routes are not resolved (IP literals only).
  */
 #ifndef ENG_DELIVER_H
 #define ENG_DELIVER_H
@@ -109,6 +109,8 @@ struct eng_deliver_stats {
 	uint64_t body_read_retries; /* reads refused for now (busy reader, full SQ) */
 	uint64_t body_read_errors;  /* unreadable or failed CRC: never sent */
 	uint64_t bodies_dropped;    /* dropped at a deferral (read back later) */
+	uint64_t rcpt_replies_voided; /* RCPT 4xx/5xx voided by a broken session: deferred */
+	uint64_t messages_quarantined; /* unreadable read-back: quarantined, never sent */
 };
 
 /*

@@ -174,6 +174,13 @@ eng_shard_open(struct eng_shard *shard)
 	shard->stats.recovered_messages = rs.messages;
 	shard->stats.recovery_ns = rs.duration_ns;
 	shard->stats.corrupt_spans = rs.corrupt_spans;
+	if (rs.unknown_versions > 0)
+		fprintf(stderr,
+			"ringmail: shard %u: warning: %llu spool span%s of a record version this "
+			"build does not read (written by a newer ringmail?): left to recovery as "
+			"damage\n",
+			shard->index, (unsigned long long)rs.unknown_versions,
+			rs.unknown_versions == 1 ? "" : "s");
 	return 0;
 }
 

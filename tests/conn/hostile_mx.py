@@ -145,6 +145,12 @@ def scenario(name):
         s.pipelining = name == "rcpt-all-5xx"
         s.replies["RCPT"] = b"550 5.1.1 no such user\r\n"
         s.replies["DATA"] = b"354 go ahead anyway\r\n"
+    elif name == "rcpt-5xx-close-at-DATA":  # the 550 comes, DATA's reply never does
+        s.replies["RCPT1"] = b"550 5.1.1 rcpt1 unknown\r\n"
+        s.replies["DATA"] = CLOSE
+    elif name == "rcpt-5xx-421-at-DATA":
+        s.replies["RCPT0"] = b"550 5.1.1 rcpt0 unknown\r\n"
+        s.replies["DATA"] = b"421 4.3.2 closing now\r\n"
     elif name == "rcpt-452-after-2":
         s.replies["RCPT"] = b"452 4.5.3 too many recipients\r\n"
         s.replies["RCPT0"] = b"250 2.1.5 rcpt0 ok\r\n"

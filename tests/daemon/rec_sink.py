@@ -17,6 +17,7 @@ it changes.
 
 Faults:
   --reject-domain D   RCPT to domain D answered 550 5.1.1 (repeatable)
+  --defer-domain D    RCPT to domain D answered 451 4.2.0 (repeatable)
   --dot-delay-ms N    wait N ms before answering the final dot
   --stall-dot         never answer the final dot (until the client leaves)
 
@@ -75,6 +76,8 @@ async def session(reader, writer, args):
                 d = domain_of(addr)
                 if d in args.reject_domain:
                     send("550 5.1.1 <%s>: recipient rejected by rec-sink" % addr)
+                elif d in args.defer_domain:
+                    send("451 4.2.0 <%s>: try again later (rec-sink)" % addr)
                 else:
                     rcpts.append(addr)
                     if domain is None:
@@ -146,10 +149,12 @@ async def main():
     p.add_argument("--record", required=True)
     p.add_argument("--stats", required=True)
     p.add_argument("--reject-domain", action="append", default=[])
+    p.add_argument("--defer-domain", action="append", default=[])
     p.add_argument("--dot-delay-ms", type=int, default=0)
     p.add_argument("--stall-dot", action="store_true")
     args = p.parse_args()
     args.reject_domain = [d.lower() for d in args.reject_domain]
+    args.defer_domain = [d.lower() for d in args.defer_domain]
     write_stats(args.stats)
     server = await asyncio.start_server(lambda r, w: session(r, w, args), args.host,
                                         args.port)

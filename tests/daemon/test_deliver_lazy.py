@@ -14,17 +14,13 @@ LOAD-03: "the active set in memory stays within its cap").
    (recovery done, every recipient queued), the backlog adds less than a
    third of its body bytes to VmRSS. A daemon that copies bodies at
    start-up adds all of them and fails this.
-3. Read errors: a record corrupted on disk after recovery (one body byte
-   flipped while the daemon holds, then SIGHUP turns hold off) is never
-   sent: the daemon says so, every other message is delivered once, and
-   the next start's recovery quarantines the record.
+(Read errors, a record corrupted on disk after recovery: test_quarantine.py.)
 
 Usage: test_deliver_lazy.py BUILD_ROOT
 """
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -142,53 +138,4 @@ ok(empty_kb is not None and full_kb is not None and full_kb - empty_kb < body_kb
 ok(r.stop(timeout=180), "it stops with exit 0")
 r.cleanup()
 
-# ---- 3. a record corrupted after recovery is never sent ----
-SMALL = 20
-c = Daemon(root, "dbad")
-ok(load(c.spool, "--shards", "1", "--count", str(SMALL), "--size", "3000", "--seed", "5"),
-   "ringmail-spool load: %d messages" % SMALL)
-small = sorted(c.spool_ls())
-victim = small[len(small) // 2]
-victim_js = c.spool_show(victim)
-victim_id = message_id(victim_js["headers"]) if victim_js else None
-ok(victim_id is not None, "the victim %s has a Message-ID" % victim)
-record_c = os.path.join(c.dir, "sink.jsonl")
-sink_c = subprocess.Popen(["/usr/bin/python3", os.path.join(here, "rec_sink.py"), "--port",
-                           str(c.sink_port), "--record", record_c, "--stats",
-                           os.path.join(c.dir, "sink.stats")],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-_children.append(sink_c)
-ok(sink_c.stdout.readline().startswith(b"listening"), "rec_sink listens")
-ok(c.start(timeout=180), "the daemon recovers the %d messages (hold = yes)" % SMALL)
-# Queue id: shard (2 hex), segment id (16), offset (8). Flip one body byte
-# of the victim on disk: its record no longer passes its CRC.
-seg = os.path.join(c.spool, "%d" % int(victim[:2], 16), "msg", victim[2:18] + ".seg")
-with open(seg, "r+b") as f:
-    f.seek(int(victim[18:], 16) + 1500)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0x20]))
-    f.flush()
-    os.fsync(f.fileno())
-with open(c.conf) as f:
-    conf = f.read().replace("hold = yes\n", "")
-with open(c.conf, "w") as f:
-    f.write(conf)
-mark = len(c.output())
-c.proc.send_signal(signal.SIGHUP)
-ok(bool(c.wait_line(r"configuration reloaded", 60, mark)), "SIGHUP turns hold off")
-wait_for(lambda: len(records(record_c)) >= SMALL - 1, 300, 0.2)
-ok(bool(c.wait_line(r"message %s unreadable" % victim, 60, mark)),
-   "the daemon reports the victim unreadable")
-ok(c.stop(), "it stops with exit 0")
-got_c = [message_id(x["body"]) for x in records(record_c)]
-ok(len(got_c) == SMALL - 1 and len(set(got_c)) == SMALL - 1 and victim_id not in got_c,
-   "the other %d messages delivered once each, the corrupt one never (%d records)"
-   % (SMALL - 1, len(got_c)))
-mark = len(c.output())
-ok(c.start(timeout=180) and bool(c.wait_line(r"1 corrupt spans? quarantined", 60, mark)),
-   "the next start's recovery quarantines the corrupt record")
-ok(c.stop(), "and stops with exit 0")
-sink_c.terminate()
-sink_c.wait(timeout=30)
 done()
