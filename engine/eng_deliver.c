@@ -75,6 +75,10 @@
 #define ENG_DELIVER_PREFETCH_MAX 65536u
 /* Reads in flight per shard (the SQ has room for the rest of the loop). */
 #define ENG_DELIVER_READS_MAX 128u
+/* Read-back buffers up to this size come from the shard's pool and go
+ * back to it: no posix_memalign, fresh-page faults and free per read. */
+#define ENG_DELIVER_READ_POOL_BUF_SIZE (64u * 1024u)
+#define ENG_DELIVER_READ_POOL_MAX 64u /* kept at most: 4 MiB per shard */
 /* Hosts remembered as TLS-broken (opportunistic fallback), per shard. */
 #define ENG_DELIVER_TLS_BROKEN_MAX 64u
 
@@ -335,6 +339,10 @@ struct eng_deliver {
 	uint32_t prefetch_max;	/* loads held at most (LOADING + LOADED jobs) */
 	uint32_t loads_held;	/* jobs of this shard with a load */
 	uint32_t loads_out;	/* of which the read is not back yet */
+	/* Idle read-back buffers of ENG_DELIVER_READ_POOL_BUF_SIZE bytes,
+	 * block aligned; only this shard's thread takes and returns them. */
+	void *read_pool[ENG_DELIVER_READ_POOL_MAX];
+	uint32_t read_pool_count;
 	struct eng_deliver_job *loaded_head; /* read back: routed next turn */
 	struct eng_deliver_job *loaded_tail;
 	struct eng_deliver_msg *recover_msg;
@@ -538,6 +546,37 @@ eng_deliver_job_create(struct eng_deliver_msg *msg, const struct eng_destination
 	return job;
 }
 
+/* A block-aligned read-back buffer of at least size bytes: from the pool
+ * when it is a pool-sized one (a new one is made pool-sized, so it can go
+ * back), else its own allocation. NULL when out of memory. */
+static void *
+eng_deliver_read_buf_get(struct eng_deliver *d, uint32_t size)
+{
+	ENG_ASSERT(d->read_pool_count <= ENG_DELIVER_READ_POOL_MAX);
+	if (size <= ENG_DELIVER_READ_POOL_BUF_SIZE) {
+		if (d->read_pool_count > 0)
+			return d->read_pool[--d->read_pool_count];
+		size = ENG_DELIVER_READ_POOL_BUF_SIZE;
+	}
+	void *buf = NULL;
+	return posix_memalign(&buf, SPOOL_BLOCK_SIZE, size) == 0 ? buf : NULL;
+}
+
+/* Give back a buffer from eng_deliver_read_buf_get(d, size), on d's
+ * thread: kept while the pool has room and d is not stopping. */
+static void
+eng_deliver_read_buf_put(struct eng_deliver *d, void *buf, uint32_t size)
+{
+	if (buf == NULL)
+		return;
+	if (size <= ENG_DELIVER_READ_POOL_BUF_SIZE && !d->is_stopping &&
+	    d->read_pool_count < ENG_DELIVER_READ_POOL_MAX) {
+		d->read_pool[d->read_pool_count++] = buf;
+		return;
+	}
+	free(buf);
+}
+
 /* The job no longer holds a body (a SHARED hold or a load read back, on
  * the job's owner shard); NONE: read back before its next attempt. */
 static void
@@ -552,7 +591,7 @@ eng_deliver_job_drop_body(struct eng_deliver_job *job)
 		ENG_ASSERT(owner->loads_held > 0);
 		owner->loads_held--;
 		eng_deliver_body_uncharge(owner->body_bytes, load->charge);
-		free(load->read.buf);
+		eng_deliver_read_buf_put(owner, load->read.buf, load->read.buf_size);
 		free(load->read.rcpts);
 		free(load->body_copy);
 		free(load);
@@ -2237,9 +2276,9 @@ eng_deliver_may_load(const struct eng_deliver *d, const struct eng_deliver_job *
 
 /* A due job without its body: read the record back, on the writer shard;
  * the answer puts the job on the loaded list (or back on the heap).
- * XXX: the load, its aligned buffer and the body copy are malloc'd per
- * read; a pool of ENG_DELIVER_READS_MAX buffers sized at start-up would
- * follow the house rule (pools at runtime). */
+ * The aligned buffer comes from the shard's pool (records up to 64 KiB,
+ * the common case); the load and the body copy kept after the check are
+ * still malloc'd per read. */
 static void
 eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
 {
@@ -2253,9 +2292,8 @@ eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
 	uint32_t buf_size = spool_read_buffer_size(msg->record_size);
 	struct eng_deliver_load *load = calloc(1, sizeof(*load));
 	struct spool_span *rcpts = calloc(msg->rcpt_count, sizeof(*rcpts));
-	void *buf = NULL;
-	if (load == NULL || rcpts == NULL ||
-	    posix_memalign(&buf, SPOOL_BLOCK_SIZE, buf_size) != 0) {
+	void *buf = load != NULL && rcpts != NULL ? eng_deliver_read_buf_get(d, buf_size) : NULL;
+	if (buf == NULL) {
 		free(load);
 		free(rcpts);
 		/* Out of memory: try again in a second. */
@@ -2303,7 +2341,7 @@ eng_deliver_load_shrink(struct eng_deliver *d, struct eng_deliver_load *load)
 		return; /* keep the buffer: still correct, only bigger */
 	memcpy(copy, load->read.message.body.data, size);
 	load->body_copy = copy;
-	free(load->read.buf);
+	eng_deliver_read_buf_put(d, load->read.buf, load->read.buf_size);
 	free(load->read.rcpts);
 	load->read.buf = NULL;
 	load->read.rcpts = NULL;
@@ -2987,7 +3025,10 @@ eng_deliver_destroy(struct eng_deliver *d)
 		return; /* ops in flight may still point into d: leak it */
 	d->is_stopping = true;
 	eng_deliver_dns_close(d);
-	eng_deliver_free_jobs(d);
+	eng_deliver_free_jobs(d); /* is_stopping: their buffers are freed */
+	for (uint32_t i = 0; i < d->read_pool_count; i++)
+		free(d->read_pool[i]);
+	d->read_pool_count = 0;
 	if (d->recover_msg != NULL)
 		eng_deliver_msg_unref(d->recover_msg);
 	if (d->log_is_open)
