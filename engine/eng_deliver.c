@@ -1220,10 +1220,9 @@ eng_deliver_random(struct eng_deliver *d)
 	return x;
 }
 
-/* Fill the log fields of op from status and the connection. */
+/* Copy the reply of status into op (code, enhanced code, bounded text). */
 static void
-eng_deliver_outcome_fill(struct eng_deliver_outcome *op, const struct smtp_status *status,
-			 const struct eng_deliver_slot *slot, uint64_t transaction_ms)
+eng_deliver_outcome_set_status(struct eng_deliver_outcome *op, const struct smtp_status *status)
 {
 	op->code = status->code;
 	op->enhanced.status_class = status->enhanced.status_class;
@@ -1233,6 +1232,14 @@ eng_deliver_outcome_fill(struct eng_deliver_outcome *op, const struct smtp_statu
 	if (text_len > 0)
 		memcpy(op->text, status->text, text_len);
 	op->text_len = (uint32_t)text_len;
+}
+
+/* Fill the log fields of op from status and the connection. */
+static void
+eng_deliver_outcome_fill(struct eng_deliver_outcome *op, const struct smtp_status *status,
+			 const struct eng_deliver_slot *slot, uint64_t transaction_ms)
+{
+	eng_deliver_outcome_set_status(op, status);
 	op->mx_host[0] = '\0';
 	op->mx_ip[0] = '\0';
 	op->connect_ms = ENG_LOG_MS_NONE;
@@ -1383,14 +1390,7 @@ eng_deliver_rcpt_hold(struct eng_deliver *d, struct eng_deliver_job *job, uint32
 	struct eng_deliver_outcome *op = d->free_outcomes;
 	d->free_outcomes = op->free_next;
 	d->outcomes_free--;
-	op->code = status->code;
-	op->enhanced.status_class = status->enhanced.status_class;
-	op->enhanced.subject = status->enhanced.subject;
-	op->enhanced.detail = status->enhanced.detail;
-	size_t text_len = ENG_MIN(status->text_size, sizeof(op->text));
-	if (text_len > 0)
-		memcpy(op->text, status->text, text_len);
-	op->text_len = (uint32_t)text_len;
+	eng_deliver_outcome_set_status(op, status);
 	r->held = op;
 	r->state = ENG_DELIVER_RCPT_REJECTED;
 }
