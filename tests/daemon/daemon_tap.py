@@ -308,3 +308,85 @@ class Client:
 def queue_id_of(text):
     m = re.search(r"queued as ([0-9a-fA-F]{26})", text)
     return m.group(1).lower() if m else None
+
+
+def _run(args, timeout=120):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout)
+
+
+def _text_of(r):
+    return r.stdout.decode(errors="replace").strip()
+
+
+class LoopFs:
+    """A filesystem image of `kind` (ext4 or xfs), size_mib MiB, loop-mounted
+    at self.mnt under a new directory in parent (root only: the tests that
+    use it skip with the reason setup() returns). cleanup() is idempotent."""
+
+    MiB = 1 << 20
+    # ext4 -m 0: no blocks reserved for root, so statvfs's f_bavail (what
+    # the spool reads) is the whole free space df shows.
+    MKFS = {"ext4": ["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0",
+                     "-E", "lazy_itable_init=0,lazy_journal_init=0"],
+            "xfs": ["mkfs.xfs", "-q", "-f"]}
+
+    def __init__(self, parent, kind, size_mib):
+        self.kind = kind
+        self.size_mib = size_mib
+        self.dir = tempfile.mkdtemp(prefix="loopfs-%s-" % kind, dir=parent)
+        self.image = os.path.join(self.dir, "image")
+        self.mnt = os.path.join(self.dir, "mnt")
+        self.dev = None
+        self.mounted = False
+
+    def setup(self, options=None):
+        """None on success, else why it cannot run here (skip)."""
+        os.mkdir(self.mnt)
+        with open(self.image, "wb") as f:
+            f.truncate(self.size_mib * self.MiB)
+        r = _run(self.MKFS[self.kind] + [self.image])
+        if r.returncode != 0:
+            return "mkfs %s failed: %s" % (self.kind, _text_of(r))
+        for _ in range(5):  # a test running beside may race for the same free device
+            r = _run(["losetup", "--find", "--show", self.image])
+            if r.returncode == 0:
+                break
+            time.sleep(0.2)
+        if r.returncode != 0:
+            return "no loop device: %s" % _text_of(r)
+        self.dev = r.stdout.decode().strip()
+        return self.mount(options)
+
+    def mount(self, options=None):
+        args = ["mount", "-t", self.kind] + (["-o", options] if options else [])
+        r = _run(args + [self.dev, self.mnt])
+        if r.returncode != 0:
+            return "cannot mount %s (%s): %s" % (self.dev, options, _text_of(r))
+        self.mounted = True
+        return None
+
+    def remount(self, options):
+        r = _run(["mount", "-o", "remount," + options, self.mnt])
+        return None if r.returncode == 0 else _text_of(r)
+
+    def mountinfo_line(self):
+        with open("/proc/self/mountinfo") as f:
+            lines = [l.strip() for l in f if (" %s " % self.mnt) in l]
+        return lines[-1] if lines else ""
+
+    def umount(self):
+        if self.mounted:
+            for args in (["umount", self.mnt], ["umount", "-l", self.mnt]):
+                r = _run(args, timeout=60)
+                if r.returncode == 0:
+                    break
+                diag("%s: %s" % (" ".join(args), _text_of(r)))
+            self.mounted = False
+
+    def cleanup(self):
+        self.umount()
+        if self.dev is not None:
+            _run(["losetup", "-d", self.dev], timeout=60)
+            self.dev = None
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -46,11 +46,10 @@ import signal
 import smtplib
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import (Daemon, build_root, diag, done, free_port, ok,  # noqa: E402
+from daemon_tap import (Daemon, LoopFs, build_root, diag, done, free_port, ok,  # noqa: E402
                         queue_id_of, wait_for)
 
 MIB = 1 << 20
@@ -86,53 +85,6 @@ def free_bytes(path):
 def df(path):
     r = run(["df", "-B1", path], timeout=30)
     return r.stdout.decode(errors="replace").strip()
-
-
-# ---- the loop-mounted filesystem ------------------------------------------
-
-class LoopFs:
-    """An ext4 image loop-mounted at self.mnt; unmount() is idempotent."""
-
-    def __init__(self, parent):
-        self.dir = tempfile.mkdtemp(prefix="diskfull-fs-", dir=parent)
-        self.image = os.path.join(self.dir, "image.ext4")
-        self.mnt = os.path.join(self.dir, "mnt")
-        self.dev = None
-        self.mounted = False
-
-    def setup(self):
-        """None on success, else why it cannot run here (skip)."""
-        os.mkdir(self.mnt)
-        with open(self.image, "wb") as f:
-            f.truncate(IMAGE_MIB * MIB)
-        # -m 0: no blocks reserved for root, so statvfs's f_bavail (what
-        # the spool reads) is the whole free space df shows.
-        r = run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0",
-                 "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image])
-        if r.returncode != 0:
-            return "mkfs.ext4 failed: %s" % r.stdout.decode(errors="replace").strip()
-        r = run(["losetup", "--find", "--show", self.image])
-        if r.returncode != 0:
-            return "no loop device: %s" % r.stdout.decode(errors="replace").strip()
-        self.dev = r.stdout.decode().strip()
-        r = run(["mount", "-t", "ext4", self.dev, self.mnt])
-        if r.returncode != 0:
-            return "cannot mount %s: %s" % (self.dev, r.stdout.decode(errors="replace").strip())
-        self.mounted = True
-        return None
-
-    def unmount(self):
-        if self.mounted:
-            for args in (["umount", self.mnt], ["umount", "-l", self.mnt]):
-                r = run(args, timeout=60)
-                if r.returncode == 0:
-                    break
-                diag("%s: %s" % (" ".join(args), r.stdout.decode(errors="replace").strip()))
-            self.mounted = False
-        if self.dev is not None:
-            run(["losetup", "-d", self.dev], timeout=60)
-            self.dev = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---- the daemon, with its spool on the loop filesystem ----------------------
@@ -260,19 +212,19 @@ def main():
     for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
         if shutil.which(tool) is None:
             skip("%s not found" % tool)
-    fs = LoopFs(root)
+    fs = LoopFs(root, "ext4", IMAGE_MIB)
     d = None
 
     def cleanup():
         if d is not None and d.proc is not None and d.proc.poll() is None:
             d.kill9()
-        fs.unmount()
+        fs.cleanup()
     atexit.register(cleanup)  # after the Daemon's own (LIFO): kill first, then unmount
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
     why = fs.setup()
     if why is not None:
-        fs.unmount()
+        fs.cleanup()
         skip(why)
 
     spool = os.path.join(fs.mnt, "spool")

@@ -23,13 +23,11 @@ import os
 import shutil
 import signal
 import smtplib
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import (Client, Daemon, build_root, diag, done, free_port, ok,  # noqa: E402
+from daemon_tap import (Client, Daemon, LoopFs, build_root, diag, done, free_port, ok,  # noqa: E402
                         queue_id_of, wait_for)
 
 MIB = 1 << 20
@@ -44,60 +42,9 @@ def skip(reason):
     sys.exit(0)
 
 
-def run(args, timeout=120):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=timeout)
-
-
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-class LoopFs:
-    """A small ext4 image loop-mounted at self.mnt; unmount() is idempotent."""
-
-    def __init__(self, parent):
-        self.dir = tempfile.mkdtemp(prefix="backpressure-fs-", dir=parent)
-        self.image = os.path.join(self.dir, "image.ext4")
-        self.mnt = os.path.join(self.dir, "mnt")
-        self.dev = None
-        self.mounted = False
-
-    def setup(self):
-        """None on success, else why it cannot run here (skip)."""
-        os.mkdir(self.mnt)
-        with open(self.image, "wb") as f:
-            f.truncate(IMAGE_MIB * MIB)
-        # -m 0: f_bavail (what the spool reads) is all the free space
-        r = run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0",
-                 "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image])
-        if r.returncode != 0:
-            return "mkfs.ext4 failed: %s" % r.stdout.decode(errors="replace").strip()
-        for _ in range(5):  # another test may race for the same free device
-            r = run(["losetup", "--find", "--show", self.image])
-            if r.returncode == 0:
-                break
-            time.sleep(0.2)
-        if r.returncode != 0:
-            return "no loop device: %s" % r.stdout.decode(errors="replace").strip()
-        self.dev = r.stdout.decode().strip()
-        r = run(["mount", "-t", "ext4", self.dev, self.mnt])
-        if r.returncode != 0:
-            return "cannot mount %s: %s" % (self.dev, r.stdout.decode(errors="replace").strip())
-        self.mounted = True
-        return None
-
-    def unmount(self):
-        if self.mounted:
-            for args in (["umount", self.mnt], ["umount", "-l", self.mnt]):
-                if run(args, timeout=60).returncode == 0:
-                    break
-            self.mounted = False
-        if self.dev is not None:
-            run(["losetup", "-d", self.dev], timeout=60)
-            self.dev = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SmallDaemon(Daemon):
@@ -165,13 +112,13 @@ for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
         skip("%s not installed" % tool)
 
 root = build_root()
-fs = LoopFs(root)
-atexit.register(fs.unmount)
+fs = LoopFs(root, "ext4", IMAGE_MIB)
+atexit.register(fs.cleanup)
 for signo in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signo, lambda s, f: sys.exit(1))  # atexit unmounts
 why = fs.setup()
 if why is not None:
-    fs.unmount()
+    fs.cleanup()
     skip(why)
 
 d = SmallDaemon(root, os.path.join(fs.mnt, "spool"))

@@ -33,8 +33,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import (Daemon, _children, build_root, diag, done, free_port, ok,  # noqa: E402
-                        queue_id_of, wait_for)
+from daemon_tap import (Daemon, LoopFs, _children, build_root, diag, done, free_port,  # noqa: E402
+                        ok, queue_id_of, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
@@ -54,70 +54,6 @@ def run(args, timeout=120):
 
 def text_of(r):
     return r.stdout.decode(errors="replace").strip()
-
-
-class LoopFs:
-    """A filesystem image of `kind` loop-mounted at self.mnt."""
-
-    MKFS = {"ext4": ["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0",
-                     "-E", "lazy_itable_init=0,lazy_journal_init=0"],
-            "xfs": ["mkfs.xfs", "-q", "-f"]}
-
-    def __init__(self, parent, kind, size_mib):
-        self.kind = kind
-        self.size_mib = size_mib
-        self.dir = tempfile.mkdtemp(prefix="mount-%s-" % kind, dir=parent)
-        self.image = os.path.join(self.dir, "image")
-        self.mnt = os.path.join(self.dir, "mnt")
-        self.dev = None
-        self.mounted = False
-
-    def setup(self, options=None):
-        """None on success, else why it cannot run here."""
-        os.mkdir(self.mnt)
-        with open(self.image, "wb") as f:
-            f.truncate(self.size_mib * MIB)
-        r = run(self.MKFS[self.kind] + [self.image])
-        if r.returncode != 0:
-            return "mkfs %s failed: %s" % (self.kind, text_of(r))
-        r = run(["losetup", "--find", "--show", self.image])
-        if r.returncode != 0:
-            return "no loop device: %s" % text_of(r)
-        self.dev = r.stdout.decode().strip()
-        return self.mount(options)
-
-    def mount(self, options=None):
-        args = ["mount", "-t", self.kind] + (["-o", options] if options else [])
-        r = run(args + [self.dev, self.mnt])
-        if r.returncode != 0:
-            return "cannot mount %s (%s): %s" % (self.dev, options, text_of(r))
-        self.mounted = True
-        return None
-
-    def remount(self, options):
-        r = run(["mount", "-o", "remount," + options, self.mnt])
-        return None if r.returncode == 0 else text_of(r)
-
-    def mountinfo_line(self):
-        with open("/proc/self/mountinfo") as f:
-            lines = [l.strip() for l in f if (" %s " % self.mnt) in l]
-        return lines[-1] if lines else ""
-
-    def umount(self):
-        if self.mounted:
-            for args in (["umount", self.mnt], ["umount", "-l", self.mnt]):
-                r = run(args, timeout=60)
-                if r.returncode == 0:
-                    break
-                diag("%s: %s" % (" ".join(args), text_of(r)))
-            self.mounted = False
-
-    def cleanup(self):
-        self.umount()
-        if self.dev is not None:
-            run(["losetup", "-d", self.dev], timeout=60)
-            self.dev = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Sink:
