@@ -98,8 +98,9 @@ bench_peak_rss_kb() {
 }
 
 # bench_rm_config PORT SHARDS: a ringmail configuration on stdout with one
-# listener on 127.0.0.1:PORT, the spool and delivery log in the work
-# directory; stdin is appended (more [engine] keys first, then sections).
+# listener on 127.0.0.1:PORT, the spool (BENCH_SPOOL_DIR if set) and the
+# delivery log in the work directory; stdin is appended (more [engine] keys
+# first, then sections).
 bench_rm_config() {
 	cat <<EOF
 [listener bench]
@@ -107,7 +108,7 @@ address = 127.0.0.1:$1
 
 [engine]
 shards = $2
-spool_dir = $BENCH_WORK/spool
+spool_dir = ${BENCH_SPOOL_DIR:-$BENCH_WORK/spool}
 delivery_log = $BENCH_WORK/delivery.log
 free_space_reserve = 64M
 EOF
