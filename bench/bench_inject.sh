@@ -62,7 +62,7 @@ done
 shards=$(nproc)
 [ "$shards" -gt 4 ] && shards=4
 
-trap 'pf_stop; ramdisk_stop; bench_cleanup' EXIT
+trap 'pf_stop; bench_stop_tracked; ramdisk_stop; bench_cleanup' EXIT
 trap 'exit 130' INT TERM
 bench_enter_work
 
