@@ -40,6 +40,7 @@
 #include "eng_logfile.h"
 #include "eng_node.h"
 #include "ring/ring_mailbox.h"
+#include "smtp/smtp_dot.h"
 
 #define ENG_DELIVER_NS_PER_MS 1000000ull
 /* Longest sleep of the schedule timer: a wake that moved earlier while a
@@ -424,16 +425,6 @@ eng_deliver_msg_unref(struct eng_deliver_msg *msg)
 	free(msg);
 }
 
-static bool
-eng_deliver_bytes_have_8bit(const uint8_t *data, size_t size)
-{
-	for (size_t i = 0; i < size; i++) {
-		if (data[i] >= 0x80)
-			return true;
-	}
-	return false;
-}
-
 static void
 eng_deliver_msg_ref(struct eng_deliver_msg *msg)
 {
@@ -481,8 +472,8 @@ eng_deliver_msg_create(const struct spool_location *loc, const struct spool_mess
 	if (msg->body != NULL)
 		eng_deliver_body_charge(account, view->body.size);
 	msg->body_size = view->body.size;
-	msg->needs_8bit = eng_deliver_bytes_have_8bit(view->body.data, view->body.size);
-	msg->needs_smtputf8 = eng_deliver_bytes_have_8bit(view->sender.data, view->sender.size);
+	msg->needs_8bit = smtp_dot_has_8bit(view->body.data, view->body.size);
+	msg->needs_smtputf8 = smtp_dot_has_8bit(view->sender.data, view->sender.size);
 	spool_queue_id_format(&msg->location, msg->queue_id);
 	return msg;
 }
@@ -782,7 +773,7 @@ eng_deliver_queue_rcpt(struct eng_deliver *d, struct eng_deliver_msg *msg,
 		eng_deliver_group_job(d, msg, copy->ptr, copy->len, when_ns);
 	if (job == NULL)
 		return false;
-	if (eng_deliver_bytes_have_8bit(addr->data, addr->size))
+	if (smtp_dot_has_8bit(addr->data, addr->size))
 		msg->needs_smtputf8 = true;
 	ENG_ASSERT(job->rcpt_count < job->rcpt_capacity);
 	struct eng_deliver_rcpt *r = &job->rcpts[job->rcpt_count++];

@@ -82,6 +82,26 @@ line_split(const uint8_t *buf, size_t len, size_t pos, size_t *content_end, size
 	return lf != NULL ? SMTP_DOT_VALID : SMTP_DOT_NOT_TERMINATED;
 }
 
+bool
+smtp_dot_has_8bit(const uint8_t *p, size_t len)
+{
+	/* Eight bytes at a time, OR-ed over 64-byte blocks (one test per
+	 * block: a byte loop with an early exit does not vectorise). */
+	const uint64_t high = 0x8080808080808080u;
+	size_t i = 0;
+	for (; i + 64u <= len; i += 64u) {
+		uint64_t w[8];
+		memcpy(w, p + i, sizeof(w));
+		if (((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) & high) != 0)
+			return true;
+	}
+	for (; i < len; i++) {
+		if (p[i] >= 0x80u)
+			return true;
+	}
+	return false;
+}
+
 enum smtp_dot_reason
 smtp_dot_validate(const uint8_t *wire, size_t len, size_t *offset)
 {

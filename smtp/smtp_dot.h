@@ -20,6 +20,7 @@
  *   unstuff(stuff(x)) == x holds for every raw x that is empty or ends in
  *   CRLF.
  * - smtp_dot_unstuff: wire -> raw, validating on the way.
+ * - smtp_dot_has_8bit: does a body (or any byte string) need 8BITMIME?
  * - struct smtp_dot_detector: incremental end-of-DATA detection for the
  *   listener. Only CRLF "." CRLF ends the data; "\n.\n", "\r.\r",
  *   "\r\n.\n", "\n.\r\n" and the other SMTP smuggling sequences
@@ -51,6 +52,10 @@ enum smtp_dot_reason {
  * byte offset of the problem (len for SMTP_DOT_NOT_TERMINATED).
  */
 enum smtp_dot_reason smtp_dot_validate(const uint8_t *wire, size_t len, size_t *offset);
+
+/* True when a byte of (p, len) is >= 0x80: the body needs BODY=8BITMIME
+ * (RFC 6152). Word-at-a-time: the engine scans every recovered body. */
+bool smtp_dot_has_8bit(const uint8_t *p, size_t len);
 
 /* Output size smtp_dot_stuff may need for raw_len input bytes: every
  * stuffed dot, an added final CRLF and the terminator. */

@@ -310,3 +310,29 @@ Test(smtp_dot, detector_byte_by_byte_flags_bare_bytes)
 	cr_assert(detector.bare_cr_seen);
 	cr_assert(detector.bare_lf_seen);
 }
+
+/* One high byte at every position of every length up to 200 (the 64-byte
+ * blocks, their edges and the tail), at both ends of the high range; and
+ * none at all, with every 7-bit value present. */
+Test(smtp_dot, has_8bit_finds_one_high_byte_anywhere)
+{
+	uint8_t buf[200];
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i % 0x80u);
+	for (size_t len = 0; len <= sizeof(buf); len++) {
+		cr_assert_not(smtp_dot_has_8bit(buf, len), "len %zu", len);
+		for (size_t at = 0; at < len; at++) {
+			const uint8_t highs[] = { 0x80u, 0xffu };
+
+			for (size_t h = 0; h < sizeof(highs); h++) {
+				uint8_t keep = buf[at];
+
+				buf[at] = highs[h];
+				cr_assert(smtp_dot_has_8bit(buf, len), "len %zu at %zu", len, at);
+				cr_assert_not(smtp_dot_has_8bit(buf, at), "before it, len %zu", at);
+				buf[at] = keep;
+			}
+		}
+	}
+}
