@@ -328,6 +328,7 @@ struct eng_deliver {
 	uint32_t reclaims_pending; /* is_reclaimed slots not yet CLOSED */
 	struct eng_deliver_outcome *outcomes;
 	struct eng_deliver_outcome *free_outcomes;
+	uint32_t outcomes_never_used; /* outcomes[n..] not yet taken: untouched pages */
 	uint32_t outcomes_free;
 	uint32_t outcomes_reserved;
 	struct eng_heap retry; /* jobs by next_attempt_ns (monotonic) */
@@ -983,6 +984,24 @@ eng_deliver_log_line(struct eng_deliver *d, const struct eng_deliver_outcome *op
 	eng_deliver_log_write(d, &rec);
 }
 
+/* A free outcome op (a reservation guarantees one): a released one, else
+ * the next never used (the pool's pages are touched as it grows). */
+static struct eng_deliver_outcome *
+eng_deliver_outcome_take(struct eng_deliver *d)
+{
+	struct eng_deliver_outcome *op = d->free_outcomes;
+	if (op != NULL) {
+		d->free_outcomes = op->free_next;
+	} else {
+		ENG_ASSERT(d->outcomes_never_used < ENG_DELIVER_OUTCOMES);
+		op = &d->outcomes[d->outcomes_never_used++];
+		op->deliver = d;
+	}
+	ENG_ASSERT(d->outcomes_free > 0);
+	d->outcomes_free--;
+	return op;
+}
+
 static void
 eng_deliver_outcome_release(struct eng_deliver *d, struct eng_deliver_outcome *op)
 {
@@ -1296,14 +1315,12 @@ eng_deliver_outcome(struct eng_deliver *d, struct eng_deliver_job *job, uint32_t
 		    uint64_t transaction_ms)
 {
 	ENG_ASSERT(i < job->rcpt_count);
-	ENG_ASSERT(job->reserved > 0 && d->free_outcomes != NULL);
+	ENG_ASSERT(job->reserved > 0);
 	struct eng_deliver_rcpt *r = &job->rcpts[i];
 	ENG_ASSERT(r->state == ENG_DELIVER_RCPT_WAITING || r->state == ENG_DELIVER_RCPT_ACCEPTED);
 	job->reserved--;
 	d->outcomes_reserved--;
-	struct eng_deliver_outcome *op = d->free_outcomes;
-	d->free_outcomes = op->free_next;
-	d->outcomes_free--;
+	struct eng_deliver_outcome *op = eng_deliver_outcome_take(d);
 	enum spool_rcpt_state state = eng_deliver_state_of(status, outcome_is_unknown);
 	uint64_t now_ns = eng_clock_realtime_ns();
 	op->outcome = (struct spool_outcome){ .message = job->msg->location,
@@ -1375,12 +1392,10 @@ eng_deliver_rcpt_hold(struct eng_deliver *d, struct eng_deliver_job *job, uint32
 	ENG_ASSERT(i < job->rcpt_count);
 	struct eng_deliver_rcpt *r = &job->rcpts[i];
 	ENG_ASSERT(r->state == ENG_DELIVER_RCPT_WAITING && r->held == NULL);
-	ENG_ASSERT(job->reserved > 0 && d->outcomes_reserved > 0 && d->free_outcomes != NULL);
+	ENG_ASSERT(job->reserved > 0 && d->outcomes_reserved > 0);
 	job->reserved--;
 	d->outcomes_reserved--;
-	struct eng_deliver_outcome *op = d->free_outcomes;
-	d->free_outcomes = op->free_next;
-	d->outcomes_free--;
+	struct eng_deliver_outcome *op = eng_deliver_outcome_take(d);
 	eng_deliver_outcome_set_status(op, status);
 	r->held = op;
 	r->state = ENG_DELIVER_RCPT_REJECTED;
@@ -2824,11 +2839,8 @@ eng_deliver_create(struct ring *ring, const struct eng_config *const *config,
 		d->slots[i].free_next = d->free_slots;
 		d->free_slots = &d->slots[i];
 	}
-	for (uint32_t i = ENG_DELIVER_OUTCOMES; i-- > 0;) {
-		d->outcomes[i].deliver = d;
-		d->outcomes[i].free_next = d->free_outcomes;
-		d->free_outcomes = &d->outcomes[i];
-	}
+	/* The outcome pool (8 MiB) is taken in order by eng_deliver_outcome_take:
+	 * its calloc'd pages stay untouched until used. */
 	d->outcomes_free = ENG_DELIVER_OUTCOMES;
 	/* Added before the spool's own hooks: outcomes queued here are
 	 * flushed in the same turn. */
@@ -3030,7 +3042,7 @@ eng_deliver_destroy(struct eng_deliver *d)
 		eng_tls_ctx_put(d->tls_ctx);
 	free(d->outbox);
 	free(d->bounce);
-	for (uint32_t i = 0; d->outcomes != NULL && i < ENG_DELIVER_OUTCOMES; i++)
+	for (uint32_t i = 0; d->outcomes != NULL && i < d->outcomes_never_used; i++)
 		free(d->outcomes[i].dsn_headers); /* none left after a drain */
 	free(d->outcomes);
 	free(d->slots);

@@ -148,7 +148,7 @@ struct eng_dns_cache {
 	uint32_t entries_max;
 	uint32_t bucket_mask;
 	uint32_t hand;
-	uint32_t free_head;
+	uint32_t never_used;	/* entries [never_used, entries_max) not yet taken */
 	uint32_t ttl_max_s;
 	struct eng_dns_cache_stats stats;
 };
@@ -1364,15 +1364,13 @@ eng_dns_cache_unlink(struct eng_dns_cache *cache, uint32_t index)
 	ENG_PANIC("dns cache: entry missing from its bucket");
 }
 
-/* A free entry: from the free list, else the clock's victim. */
+/* A free entry: one never used yet (the table is taken in order, so its
+ * pages are touched only when needed), else the clock's victim. */
 static uint32_t
 eng_dns_cache_take(struct eng_dns_cache *cache, uint64_t now_ns)
 {
-	if (cache->free_head != ENG_DNS_INDEX_NONE) {
-		uint32_t index = cache->free_head;
-		cache->free_head = cache->entries[index].chain_next;
-		return index;
-	}
+	if (cache->never_used < cache->entries_max)
+		return cache->never_used++;
 	/* Two sweeps at most: the first clears every referenced bit. */
 	for (uint32_t step = 0; step < 2 * cache->entries_max; step++) {
 		uint32_t index = cache->hand;
@@ -1464,9 +1462,8 @@ eng_dns_cache_create(struct eng_dns *dns, const struct eng_dns_cache_params *par
 	cache->ttl_max_s = params->ttl_max_s ? params->ttl_max_s : ENG_DNS_TTL_MAX_S;
 	for (uint32_t i = 0; i < bucket_count; i++)
 		cache->buckets[i] = ENG_DNS_INDEX_NONE;
-	for (uint32_t i = 0; i < entries_max; i++)
-		cache->entries[i].chain_next = i + 1 < entries_max ? i + 1 : ENG_DNS_INDEX_NONE;
-	cache->free_head = 0;
+	/* entries stays untouched (calloc'd: zero, kind NONE) until taken. */
+	cache->never_used = 0;
 	return cache;
 }
 

@@ -1365,7 +1365,7 @@ eng_listen_take_caps(struct eng_listen *l, const struct eng_listener *lc,
 {
 	if (!spool_is_healthy(l->spool) || spool_is_below_reserve(l->spool))
 		return "421 4.3.1 Insufficient system storage, try again later";
-	if (l->free_head == ENG_LISTEN_NO_SLOT)
+	if (l->free_head == ENG_LISTEN_NO_SLOT && l->conn_high >= l->conn_count)
 		return "421 4.7.0 Too many connections";
 	eng_global_limit_set_max(&c->total, lc->max_connections);
 	if (!eng_global_limit_try_acquire(&c->total))
@@ -1401,12 +1401,20 @@ eng_conn_session_init(struct eng_listen_conn *conn, const struct eng_listener *l
 static struct eng_listen_conn *
 eng_conn_take_slot(struct eng_listen *l)
 {
-	ENG_ASSERT(l->free_head != ENG_LISTEN_NO_SLOT && l->free_head < l->conn_count);
-	struct eng_listen_conn *conn = &l->conns[l->free_head];
+	struct eng_listen_conn *conn;
+	if (l->free_head != ENG_LISTEN_NO_SLOT) {
+		ENG_ASSERT(l->free_head < l->conn_high);
+		conn = &l->conns[l->free_head];
+		l->free_head = conn->free_next;
+	} else {
+		/* A slot never used: the pool's pages are touched as it grows. */
+		ENG_ASSERT(l->conn_high < l->conn_count);
+		conn = &l->conns[l->conn_high];
+		conn->index = l->conn_high++;
+		conn->fd = -1;
+	}
 	ENG_ASSERT(!conn->in_use);
-	l->free_head = conn->free_next;
 	l->conn_used++;
-	l->conn_high = ENG_MAX(l->conn_high, conn->index + 1);
 	return conn;
 }
 
@@ -1652,12 +1660,8 @@ eng_listen_create(struct ring *ring, const struct eng_config *const *config,
 	}
 	*l = (struct eng_listen){ .ring = ring, .config = config, .node = node, .spool = spool,
 		.deliver = deliver, .shard_index = shard_index, .conn_count = pool,
-		.free_head = 0, .conns = l->conns };
-	for (uint32_t i = 0; i < pool; i++) {
-		l->conns[i].index = i;
-		l->conns[i].fd = -1;
-		l->conns[i].free_next = i + 1 < pool ? i + 1 : ENG_LISTEN_NO_SLOT;
-	}
+		.free_head = ENG_LISTEN_NO_SLOT, .conns = l->conns };
+	/* conns stays untouched (calloc'd) until eng_conn_take_slot uses it. */
 	l->auth = node->auth;
 	l->auth_fd = -1;
 	if (eng_listen_open_all(l, err, err_size) < 0) {
@@ -1789,7 +1793,7 @@ eng_listen_destroy(struct eng_listen *l)
 			close(l->sockets[i].fd);
 		eng_tls_ctx_put(l->tls_ctx[i]);
 	}
-	for (uint32_t i = 0; i < l->conn_count; i++) {
+	for (uint32_t i = 0; i < l->conn_high; i++) {
 		ENG_ASSERT(!l->conns[i].in_use || !l->stopping);
 		free(l->conns[i].record);
 		free(l->conns[i].rcpt_spans);
