@@ -23,6 +23,13 @@
  *   so a reply reaped together with the send of its command is never
  *   mistaken for a premature one. While a recv is held no recv is queued.
  * - One recv in flight (or held) during a session, into recv_buf.
+ * - READY and PIPELINE_SLOT are delivered only with no send in flight:
+ *   both come out of a feed, and feeds run with no send in flight, and
+ *   the pump delivers them before it queues a send. That is what makes
+ *   them release points for the bodies of ended messages (eng_conn.h).
+ * - message / prev_message: the messages started and still owed a final
+ *   event, newest and (behind a dot) oldest; smtp_client's final events
+ *   name one of them.
  * - The fd is closed only once connect, recv and send have all completed
  *   (no op may name a reused descriptor number).
  *
@@ -118,6 +125,8 @@ eng_conn_event_type_name(enum eng_conn_event_type type)
 		return "message_failed";
 	case ENG_CONN_EV_CLOSED:
 		return "closed";
+	case ENG_CONN_EV_PIPELINE_SLOT:
+		return "pipeline_slot";
 	}
 	return "unknown";
 }
@@ -186,6 +195,15 @@ eng_conn_is_ready(const struct eng_conn *conn)
 	return conn->state == ENG_CONN_STATE_SESSION && !conn->smtp_is_closed &&
 	       !conn->abort_is_requested && !conn->is_in_smtp_callback &&
 	       smtp_client_is_idle(&conn->client);
+}
+
+bool
+eng_conn_may_pipeline(const struct eng_conn *conn)
+{
+	ENG_ASSERT(conn != NULL);
+	return conn->state == ENG_CONN_STATE_SESSION && !conn->smtp_is_closed &&
+	       !conn->abort_is_requested && !conn->is_in_smtp_callback &&
+	       smtp_client_may_pipeline(&conn->client);
 }
 
 const char *
@@ -359,8 +377,9 @@ eng_conn_forward(struct eng_conn *conn, const struct smtp_event *smtp_event,
 {
 	struct eng_conn_event event;
 	bool is_final = type != ENG_CONN_EV_RCPT;
+	bool is_prev = smtp_event->message == conn->prev_message;
 	ENG_ASSERT(smtp_event->message != NULL);
-	ENG_ASSERT(smtp_event->message == conn->message);
+	ENG_ASSERT(is_prev || smtp_event->message == conn->message);
 	eng_conn_event_fill(conn, &event, type);
 	event.message = smtp_event->message;
 	event.rcpt_index = smtp_event->rcpt_index;
@@ -368,9 +387,12 @@ eng_conn_forward(struct eng_conn *conn, const struct smtp_event *smtp_event,
 	event.error = smtp_event->error;
 	event.outcome_is_unknown = smtp_event->outcome_is_unknown;
 	if (is_final) {
-		event.transaction_ms =
-			(eng_now_monotonic_ns() - conn->message_start_ns) / ENG_CONN_NS_PER_MS;
-		conn->message = NULL;
+		uint64_t start_ns = is_prev ? conn->prev_message_start_ns : conn->message_start_ns;
+		event.transaction_ms = (eng_now_monotonic_ns() - start_ns) / ENG_CONN_NS_PER_MS;
+		if (is_prev)
+			conn->prev_message = NULL;
+		else
+			conn->message = NULL;
 	}
 	conn->is_in_smtp_callback = true;
 	conn->event_callback(conn->event_ctx, conn, &event);
@@ -402,6 +424,10 @@ eng_conn_on_smtp_event(void *ctx, const struct smtp_event *smtp_event)
 		break;
 	case SMTP_EV_CLOSED:
 		eng_conn_on_smtp_closed(conn, smtp_event->error);
+		break;
+	case SMTP_EV_PIPELINE_SLOT:
+		/* Delivered by the pump once smtp_client has returned. */
+		conn->pipeline_slot_is_pending = true;
 		break;
 	case SMTP_EV_STARTTLS:
 		/* Started by the pump, once smtp_client has returned. */
@@ -538,7 +564,9 @@ eng_conn_tls_input(struct eng_conn *conn, size_t n)
 }
 
 /* Move the session's output into TLS records while there is room; the
- * plaintext is then part of the stream: consume it. */
+ * plaintext is then part of the stream: consume it. Behind a dot the
+ * output is two iovecs (body, next commands): one pass each, so both go
+ * into the same flight of records and out in one send. */
 static void
 eng_conn_tls_encrypt(struct eng_conn *conn)
 {
@@ -723,6 +751,8 @@ eng_conn_send_arm(struct eng_conn *conn)
 		return;
 	size_t total = eng_conn_iov_clamp(conn->send_iov, &count, ENG_CONN_SEND_SIZE_MAX);
 	ENG_ASSERT(total > 0 && total <= ENG_CONN_SEND_SIZE_MAX);
+	/* Two iovecs only behind a dot: the body's rest, then commands. */
+	conn->stats.sends_behind_dot_count += count == 2u;
 	eng_conn_send_submit(conn, count);
 }
 
@@ -1026,6 +1056,8 @@ eng_conn_finish(struct eng_conn *conn)
 	void *ctx = conn->event_ctx;
 	conn->state = ENG_CONN_STATE_FREE;
 	conn->message = NULL;
+	conn->prev_message = NULL;
+	conn->pipeline_slot_is_pending = false;
 	callback(ctx, conn, &event);
 }
 
@@ -1054,8 +1086,21 @@ eng_conn_deliver_ready(struct eng_conn *conn)
 	/* READY only comes out of a feed, and feeds run with no send in
 	 * flight: the previous message's body is no longer read. */
 	ENG_ASSERT(!conn->send_op.in_flight);
-	ENG_ASSERT(conn->message == NULL);
+	ENG_ASSERT(conn->message == NULL && conn->prev_message == NULL);
 	eng_conn_event_fill(conn, &event, ENG_CONN_EV_READY);
+	conn->event_callback(conn->event_ctx, conn, &event);
+}
+
+/* The body goes out: the owner may pipeline the next message behind the
+ * dot. Like READY, never with a send in flight (the body is not sent yet). */
+static void
+eng_conn_deliver_pipeline_slot(struct eng_conn *conn)
+{
+	struct eng_conn_event event;
+	ENG_ASSERT(eng_conn_may_pipeline(conn));
+	ENG_ASSERT(!conn->send_op.in_flight);
+	ENG_ASSERT(conn->message != NULL && conn->prev_message == NULL);
+	eng_conn_event_fill(conn, &event, ENG_CONN_EV_PIPELINE_SLOT);
 	conn->event_callback(conn->event_ctx, conn, &event);
 }
 
@@ -1083,6 +1128,13 @@ eng_conn_pump_once(struct eng_conn *conn)
 		conn->ready_is_pending = false;
 		if (eng_conn_is_ready(conn)) {
 			eng_conn_deliver_ready(conn);
+			return true;
+		}
+	}
+	if (conn->pipeline_slot_is_pending) {
+		conn->pipeline_slot_is_pending = false;
+		if (eng_conn_may_pipeline(conn) && !conn->send_op.in_flight) {
+			eng_conn_deliver_pipeline_slot(conn);
 			return true;
 		}
 	}
@@ -1271,14 +1323,26 @@ bool
 eng_conn_send_message(struct eng_conn *conn, const struct smtp_message *message)
 {
 	ENG_ASSERT(conn != NULL && message != NULL);
-	ENG_ASSERT(eng_conn_is_ready(conn));
-	ENG_ASSERT(conn->message == NULL);
-	ENG_ASSERT(!conn->send_op.in_flight);
+	bool is_behind_dot = !eng_conn_is_ready(conn);
+	ENG_ASSERT(!is_behind_dot || eng_conn_may_pipeline(conn));
+	ENG_ASSERT(is_behind_dot || (conn->message == NULL && conn->prev_message == NULL));
+	ENG_ASSERT(is_behind_dot || !conn->send_op.in_flight);
+	ENG_ASSERT(!is_behind_dot || (conn->message != NULL && conn->prev_message == NULL));
+	const struct smtp_message *current = conn->message;
+	uint64_t current_start_ns = conn->message_start_ns;
+	conn->prev_message = current;
+	conn->prev_message_start_ns = current_start_ns;
 	conn->message = message;
 	conn->message_start_ns = eng_now_monotonic_ns();
 	conn->messages_count++;
 	bool is_started = smtp_client_start_message(&conn->client, message, eng_conn_now_ms());
-	ENG_ASSERT(is_started || conn->message == NULL);
+	if (!is_started) {
+		/* Refused locally: its final event came; the current one stays. */
+		ENG_ASSERT(conn->message == NULL);
+		conn->message = current;
+		conn->message_start_ns = current_start_ns;
+		conn->prev_message = NULL;
+	}
 	eng_conn_pump(conn);
 	return is_started;
 }
@@ -1288,7 +1352,7 @@ eng_conn_quit(struct eng_conn *conn)
 {
 	ENG_ASSERT(conn != NULL);
 	ENG_ASSERT(eng_conn_is_ready(conn));
-	ENG_ASSERT(conn->message == NULL);
+	ENG_ASSERT(conn->message == NULL && conn->prev_message == NULL);
 	smtp_client_quit(&conn->client, eng_conn_now_ms());
 	eng_conn_pump(conn);
 }

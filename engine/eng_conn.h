@@ -27,6 +27,12 @@
  * - READY is delivered after the smtp_client call that produced it has
  *   returned: from the READY callback the owner may call
  *   eng_conn_send_message(), eng_conn_quit() or eng_conn_abort().
+ * - PIPELINE_SLOT (the server offers PIPELINING, the current message's
+ *   body is going out) is delivered the same way: from it the owner may
+ *   call eng_conn_send_message() for the next message, which goes out
+ *   behind the dot in the same send (docs/smtp-client.md), or do nothing
+ *   (READY comes once the session is idle). At most two messages
+ *   are in a conn; READY comes only when both had their final event.
  * - RCPT, MESSAGE_DONE and MESSAGE_FAILED are delivered synchronously from
  *   inside smtp_client (their status text is valid only during the
  *   callback). From them the owner may call eng_conn_abort() (it takes
@@ -51,8 +57,13 @@
  *   receive buffer). The TLS state (about 60 KiB) is allocated at
  *   STARTTLS and freed before CLOSED. A zeroed struct is FREE.
  * - The struct smtp_message passed to eng_conn_send_message(), its
- *   addresses and its body are borrowed until the conn's next READY or
- *   CLOSED event (by then no send reading the body is in flight).
+ *   addresses and its body are borrowed until its final event (MESSAGE_DONE
+ *   or MESSAGE_FAILED, or the local refusal) has come AND then the conn's
+ *   next READY, PIPELINE_SLOT or CLOSED event: each of them is delivered
+ *   with no send in flight, so none reads the body any more (a final event
+ *   after a failure may come while a send is in flight). Per message: with
+ *   a message pipelined behind the dot, the previous one is released at
+ *   the next PIPELINE_SLOT (or READY, CLOSED) while the new one is not.
  * - config is copied by eng_conn_open(); addr and the TLS name are copied;
  *   the TLS context and session cache are borrowed (the shard's: they
  *   outlive every conn).
@@ -77,7 +88,8 @@ struct eng_destination;
 
 /* Receive buffer: SMTP replies are short; a longer one spans recvs. */
 #define ENG_CONN_RECV_SIZE 4096u
-/* iovecs per send: smtp_client_output() returns one today. */
+/* iovecs per send: smtp_client_output() returns two behind a dot (the
+ * rest of the body, then the next transaction's commands). */
 #define ENG_CONN_IOV_MAX 4u
 /* Bytes per send: a large body goes out in sends of at most this, so each
  * completion renews the data-block deadline (RFC 5321 4.5.3.2.5). */
@@ -108,6 +120,7 @@ enum eng_conn_event_type {
 	ENG_CONN_EV_MESSAGE_DONE,  /* end-of-data 2xx: accepted recipients delivered */
 	ENG_CONN_EV_MESSAGE_FAILED, /* the message failed as a whole */
 	ENG_CONN_EV_CLOSED,	   /* last event: the struct may be freed or reopened */
+	ENG_CONN_EV_PIPELINE_SLOT, /* body going out: the next message may follow it */
 };
 
 /* Why a conn closed. The owner's failure policy keys on it: refused,
@@ -183,6 +196,9 @@ struct eng_conn_stats {
 	uint64_t sends_count;
 	uint64_t short_sends_count;  /* a send that returned fewer bytes */
 	uint64_t sent_size;
+	/* Sends that carried the end of a body and the next transaction's
+	 * commands behind its dot (plaintext; RFC 2920 3.1). */
+	uint64_t sends_behind_dot_count;
 	uint64_t recvs_count;
 	uint64_t recvs_held_count;   /* completed while a send was in flight */
 	uint64_t received_size;
@@ -227,7 +243,11 @@ struct eng_conn {
 	uint64_t connect_ns;
 	uint64_t message_start_ns;
 	uint32_t messages_count;
-	const struct smtp_message *message;
+	const struct smtp_message *message; /* newest without a final event */
+	/* Behind a dot: the older message, awaiting its end-of-data reply. */
+	const struct smtp_message *prev_message;
+	uint64_t prev_message_start_ns;
+	bool pipeline_slot_is_pending; /* SMTP_EV_PIPELINE_SLOT: the pump delivers it */
 	struct eng_conn_stats stats;
 	struct eng_conn_config config;
 	/* TLS (NULL: plaintext). Set up at STARTTLS, freed by finish. */
@@ -279,11 +299,13 @@ int eng_conn_open(struct eng_conn *conn, struct ring *ring, const struct sockadd
 		  eng_conn_event_fn *event_callback) ENG_WARN_UNUSED;
 
 /*
- * Start a transaction. Only after READY and before anything else was
- * started (asserted). Returns true when it started; false when smtp_client
- * refused it locally (MESSAGE_FAILED with a local 5xx was already
- * delivered; the conn is still ready, no new READY comes). message is
- * borrowed until the next READY or CLOSED.
+ * Start a transaction. Only when ready (after READY, before anything else
+ * was started) or when a message may be pipelined behind the dot (after
+ * PIPELINE_SLOT: eng_conn_may_pipeline) (asserted). Returns true when it
+ * started; false when smtp_client refused it locally (MESSAGE_FAILED with
+ * a local 5xx was already delivered; the conn is still ready, or still
+ * takes a pipelined message; no new READY comes). message is borrowed as
+ * the ownership rules above say.
  */
 bool eng_conn_send_message(struct eng_conn *conn, const struct smtp_message *message);
 
@@ -300,6 +322,9 @@ void eng_conn_abort(struct eng_conn *conn);
 enum eng_conn_state eng_conn_state(const struct eng_conn *conn);
 /* Idle in a session: eng_conn_send_message() and eng_conn_quit() allowed. */
 bool eng_conn_is_ready(const struct eng_conn *conn);
+/* A session whose current body goes out: eng_conn_send_message() may
+ * pipeline the next message behind its dot. */
+bool eng_conn_may_pipeline(const struct eng_conn *conn);
 /* The peer as text, for logs; valid while the conn is not reopened. */
 const char *eng_conn_peer(const struct eng_conn *conn);
 /* Ops of this conn still owned by the ring. */

@@ -201,6 +201,7 @@ struct eng_deliver_job {
 	uint32_t rcpt_count;
 	uint32_t rcpt_capacity;
 	uint32_t reserved; /* outcome ops reserved for this attempt */
+	bool is_ended;	   /* in a slot: the message's final event came */
 	struct smtp_message smtp;
 	struct smtp_address *addrs;	  /* rcpt_capacity */
 	struct eng_deliver_rcpt *rcpts; /* rcpt_capacity */
@@ -210,7 +211,12 @@ struct eng_deliver_slot {
 	struct eng_conn conn;
 	struct eng_deliver *deliver;
 	struct eng_deliver_dest *dest;
+	/* The jobs in the conn, oldest first: job, and job_next pipelined
+	 * behind its dot (eng_conn.h). Each is finished at the first READY,
+	 * PIPELINE_SLOT or CLOSED after its final event (is_ended): only then
+	 * does no send read its body. */
 	struct eng_deliver_job *job;
+	struct eng_deliver_job *job_next;
 	struct eng_deliver_slot *free_next;
 	uint32_t messages_sent;
 	bool is_up;
@@ -1547,6 +1553,7 @@ eng_deliver_smtp_message(struct eng_deliver_job *job)
 		.ctx = job,
 	};
 	job->next_attempt_ns = UINT64_MAX;
+	job->is_ended = false;
 }
 
 /* A READY connection: send the next job, wait, or quit. */
@@ -1560,19 +1567,93 @@ eng_deliver_slot_unidle(struct eng_deliver_slot *slot)
 	slot->is_idle = false;
 }
 
+/* Finish the slot's jobs whose final event came, oldest first (all of
+ * them at CLOSED): called at READY, PIPELINE_SLOT and CLOSED, when no
+ * send reads a body. The older job always ends first. */
+static void
+eng_deliver_slot_release(struct eng_deliver *d, struct eng_deliver_slot *slot, bool is_closed)
+{
+	for (uint32_t pass = 0; pass < 2u; pass++) {
+		struct eng_deliver_job *job = slot->job;
+		if (job == NULL || (!job->is_ended && !is_closed)) {
+			ENG_ASSERT(job != NULL || slot->job_next == NULL);
+			return;
+		}
+		eng_deliver_job_finish(d, job);
+		slot->job = slot->job_next;
+		slot->job_next = NULL;
+	}
+	ENG_ASSERT(slot->job == NULL && slot->job_next == NULL);
+}
+
+/* Take the destination's next job for slot and start it: SEND from
+ * eng_dest_next_job, with its outcome ops reserved. *next is the slot's
+ * field that holds it while in the conn. Returns the action; after SEND
+ * with a local refusal the job is finished and *next is NULL again (the
+ * caller may try once more). */
+static enum eng_dest_action
+eng_deliver_slot_take(struct eng_deliver *d, struct eng_deliver_slot *slot,
+		      struct eng_deliver_job **next, uint64_t *wake_ns)
+{
+	struct eng_job *taken = NULL;
+	ENG_ASSERT(*next == NULL);
+	enum eng_dest_action action =
+		d->is_stopping ? ENG_DEST_QUIT
+			       : eng_dest_next_job(&slot->dest->dest, slot->messages_sent,
+						   eng_now_monotonic_ns(), &taken, wake_ns);
+	if (action != ENG_DEST_SEND)
+		return action;
+	struct eng_deliver_job *job = ENG_CONTAINER_OF(taken, struct eng_deliver_job, job);
+	if (!eng_deliver_reserve(d, job)) {
+		/* Outcome pool busy: acks free it within a commit. */
+		eng_dest_push_front(&slot->dest->dest, &job->job);
+		*wake_ns = eng_now_monotonic_ns() + ENG_DELIVER_TIMER_MIN_NS;
+		return ENG_DEST_WAIT;
+	}
+	eng_deliver_smtp_message(job);
+	job->slot = slot;
+	*next = job;
+	slot->messages_sent++;
+	if (eng_conn_send_message(&slot->conn, &job->smtp))
+		return ENG_DEST_SEND;
+	/* Refused locally: MESSAGE_FAILED already gave the outcomes. */
+	*next = NULL;
+	eng_deliver_job_finish(d, job);
+	return ENG_DEST_SEND;
+}
+
+/*
+ * PIPELINE_SLOT: the current job's body goes out; the next job, if the
+ * destination has one to send now under every limit (the same take as
+ * READY's), goes out behind its dot. WAIT, IDLE and QUIT: nothing, READY
+ * comes later and decides as usual.
+ */
+static void
+eng_deliver_slot_pipeline(struct eng_deliver *d, struct eng_deliver_slot *slot)
+{
+	ENG_ASSERT(slot->job != NULL && slot->job_next == NULL);
+	ENG_ASSERT(!slot->is_idle && !slot->job->is_ended);
+	for (uint32_t tries = 0; tries < ENG_DELIVER_READY_TRIES; tries++) {
+		uint64_t wake_ns = 0;
+		if (!eng_conn_may_pipeline(&slot->conn))
+			return;
+		if (eng_deliver_slot_take(d, slot, &slot->job_next, &wake_ns) != ENG_DEST_SEND ||
+		    slot->job_next != NULL)
+			return;
+	}
+}
+
 static void
 eng_deliver_slot_next(struct eng_deliver *d, struct eng_deliver_slot *slot)
 {
-	ENG_ASSERT(slot->job == NULL);
+	ENG_ASSERT(slot->job == NULL && slot->job_next == NULL);
 	ENG_ASSERT(!slot->is_idle);
 	slot->is_waiting = false;
 	for (uint32_t tries = 0; tries < ENG_DELIVER_READY_TRIES; tries++) {
-		struct eng_job *next = NULL;
 		uint64_t wake_ns = 0;
-		enum eng_dest_action action =
-			d->is_stopping ? ENG_DEST_QUIT
-				       : eng_dest_next_job(&slot->dest->dest, slot->messages_sent,
-							   eng_now_monotonic_ns(), &next, &wake_ns);
+		enum eng_dest_action action = eng_deliver_slot_take(d, slot, &slot->job, &wake_ns);
+		if (action == ENG_DEST_SEND && slot->job != NULL)
+			return;
 		if (action == ENG_DEST_WAIT) {
 			slot->is_waiting = true;
 			slot->wake_ns = wake_ns;
@@ -1592,23 +1673,7 @@ eng_deliver_slot_next(struct eng_deliver *d, struct eng_deliver_slot *slot)
 			eng_conn_quit(&slot->conn);
 			return;
 		}
-		struct eng_deliver_job *job = ENG_CONTAINER_OF(next, struct eng_deliver_job, job);
-		if (!eng_deliver_reserve(d, job)) {
-			/* Outcome pool busy: acks free it within a commit. */
-			eng_dest_push_front(&slot->dest->dest, &job->job);
-			slot->is_waiting = true;
-			slot->wake_ns = eng_now_monotonic_ns() + ENG_DELIVER_TIMER_MIN_NS;
-			return;
-		}
-		eng_deliver_smtp_message(job);
-		job->slot = slot;
-		slot->job = job;
-		slot->messages_sent++;
-		if (eng_conn_send_message(&slot->conn, &job->smtp))
-			return;
-		/* Refused locally: MESSAGE_FAILED already gave the outcomes. */
-		slot->job = NULL;
-		eng_deliver_job_finish(d, job);
+		/* SEND refused locally: try the next. */
 	}
 	slot->is_waiting = true; /* the rest next turn */
 	slot->wake_ns = eng_now_monotonic_ns();
@@ -1822,10 +1887,7 @@ static void
 eng_deliver_slot_closed(struct eng_deliver *d, struct eng_deliver_slot *slot,
 			const struct eng_conn_event *event)
 {
-	if (slot->job != NULL) {
-		eng_deliver_job_finish(d, slot->job);
-		slot->job = NULL;
-	}
+	eng_deliver_slot_release(d, slot, true);
 	eng_deliver_slot_unidle(slot); /* an idle one closed by the server or a stop */
 	if (slot->is_reclaimed) {
 		ENG_ASSERT(d->reclaims_pending > 0);
@@ -1862,7 +1924,8 @@ static void
 eng_deliver_message_end(struct eng_deliver *d, const struct eng_conn_event *event, bool is_done)
 {
 	struct eng_deliver_job *job = event->message->ctx;
-	ENG_ASSERT(job != NULL && job->slot != NULL);
+	ENG_ASSERT(job != NULL && job->slot != NULL && !job->is_ended);
+	job->is_ended = true;
 	bool is_void = !is_done && event->error != SMTP_CLIENT_ERROR_NONE;
 	for (uint32_t i = 0; i < job->rcpt_count; i++) {
 		if (job->rcpts[i].state == ENG_DELIVER_RCPT_REJECTED) {
@@ -1899,11 +1962,13 @@ eng_deliver_conn_event(void *ctx, struct eng_conn *conn, const struct eng_conn_e
 			if (slot->is_mx)
 				slot->dest->mx_failures = 0;
 		}
-		if (slot->job != NULL) {
-			eng_deliver_job_finish(d, slot->job);
-			slot->job = NULL;
-		}
+		eng_deliver_slot_release(d, slot, false);
+		ENG_ASSERT(slot->job == NULL); /* idle: every message ended */
 		eng_deliver_slot_next(d, slot);
+		break;
+	case ENG_CONN_EV_PIPELINE_SLOT:
+		eng_deliver_slot_release(d, slot, false); /* the one before the current */
+		eng_deliver_slot_pipeline(d, slot);
 		break;
 	case ENG_CONN_EV_RCPT: {
 		struct eng_deliver_job *job = event->message->ctx;
@@ -1977,6 +2042,7 @@ eng_deliver_open(struct eng_deliver *d, struct eng_deliver_dest *dest)
 	slot->free_next = NULL;
 	slot->dest = dest;
 	slot->job = NULL;
+	slot->job_next = NULL;
 	slot->messages_sent = 0;
 	slot->is_up = false;
 	slot->is_waiting = false;

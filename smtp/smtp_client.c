@@ -30,6 +30,16 @@
  * A refused MAIL is held the same way (mail_is_refused, a copy of the
  * reply): the batch is drained, then the message fails with it.
  *
+ * Behind the dot (RFC 2920 3.1): in BODY or DOT with PIPELINING, a second
+ * message may start (smtp_client_may_pipeline). The body's message moves
+ * to prev_message; message becomes the new transaction, whose steps are
+ * produced into out_buf at once (never RSET: the end-of-data reply ends
+ * the previous transaction). The receive state stays BODY/DOT (the body's
+ * reply comes first); output is the rest of the body then out_buf. The
+ * first reply after the body goes to prev_message (on_prev_dot), which
+ * then enters the new transaction's step state. A failure before it fails
+ * prev_message first, then message.
+ *
  * STARTTLS: the reply to STARTTLS is dispatched knowing whether more bytes
  * followed it in the same feed (bytes_follow): after a 2xx that is
  * response injection. State TLS awaits no reply; any byte fed in it is
@@ -40,9 +50,12 @@
  * - replies_count <= commands_sent_count <= commands_produced_count.
  * - out_head <= out_used <= SMTP_CLIENT_OUTPUT_SIZE; out_buf bytes before
  *   out_used are moved only in consume(), when no send is in flight.
- * - In BODY no command is pending: the body is the only output.
+ * - In BODY no command is pending unless prev_message is set (then the
+ *   pending commands are the next transaction's, sent after the body).
  * - message != NULL exactly while a transaction's final event is still
- *   owed; after that the message is never dereferenced again.
+ *   owed; after that the message is never dereferenced again. The same
+ *   for prev_message, which is set only in BODY or DOT, with message set
+ *   and is_dot_only false: at most two messages are known.
  * - Events are delivered one at a time; the callback never re-enters.
  *
  * References: RFC 5321 (3.3, 4.1.1, 4.2, 4.5.3.2), RFC 2920 (PIPELINING),
@@ -203,7 +216,7 @@ static void
 event_emit(struct smtp_client *client, const struct smtp_event *event)
 {
 	ENG_ASSERT(!client->is_in_callback);
-	ENG_ASSERT(event->type >= SMTP_EV_READY && event->type <= SMTP_EV_STARTTLS);
+	ENG_ASSERT(event->type >= SMTP_EV_READY && event->type <= SMTP_EV_PIPELINE_SLOT);
 	client->is_in_callback = true;
 	client->event_callback(client->event_ctx, event);
 	client->is_in_callback = false;
@@ -242,7 +255,8 @@ emit_simple(struct smtp_client *client, enum smtp_event_type type, enum smtp_cli
 {
 	struct smtp_event event;
 
-	ENG_ASSERT(type == SMTP_EV_READY || type == SMTP_EV_CLOSED || type == SMTP_EV_STARTTLS);
+	ENG_ASSERT(type == SMTP_EV_READY || type == SMTP_EV_CLOSED || type == SMTP_EV_STARTTLS ||
+		   type == SMTP_EV_PIPELINE_SLOT);
 	ENG_ASSERT(error < SMTP_CLIENT_ERROR_COUNT);
 	memset(&event, 0, sizeof(event));
 	event.type = type;
@@ -250,24 +264,35 @@ emit_simple(struct smtp_client *client, enum smtp_event_type type, enum smtp_cli
 	event_emit(client, &event);
 }
 
-/* The message's final event: after it the message is not touched again. */
+/* The final event of *slot (message, prev_message, or a refused one):
+ * *slot is cleared first, the message is not touched again. */
+static void
+emit_final_of(struct smtp_client *client, const struct smtp_message **slot,
+	      enum smtp_event_type type, const struct smtp_status *status,
+	      enum smtp_client_error error, bool outcome_is_unknown)
+{
+	struct smtp_event event;
+
+	ENG_ASSERT(slot != NULL && *slot != NULL);
+	ENG_ASSERT(type == SMTP_EV_MESSAGE_DONE || type == SMTP_EV_MESSAGE_FAILED);
+	memset(&event, 0, sizeof(event));
+	event.type = type;
+	event.message = *slot;
+	event.status = *status;
+	event.error = error;
+	event.outcome_is_unknown = outcome_is_unknown;
+	*slot = NULL;
+	event_emit(client, &event);
+}
+
+/* The transaction's final event. */
 static void
 emit_message_final(struct smtp_client *client, enum smtp_event_type type,
 		   const struct smtp_status *status, enum smtp_client_error error,
 		   bool outcome_is_unknown)
 {
-	struct smtp_event event;
-
 	ENG_ASSERT(client->message != NULL);
-	ENG_ASSERT(type == SMTP_EV_MESSAGE_DONE || type == SMTP_EV_MESSAGE_FAILED);
-	memset(&event, 0, sizeof(event));
-	event.type = type;
-	event.message = client->message;
-	event.status = *status;
-	event.error = error;
-	event.outcome_is_unknown = outcome_is_unknown;
-	client->message = NULL;
-	event_emit(client, &event);
+	emit_final_of(client, &client->message, type, status, error, outcome_is_unknown);
 }
 
 static void
@@ -506,8 +531,10 @@ steps_produce(struct smtp_client *client)
 	struct command command;
 	uint32_t bound;
 
-	ENG_ASSERT(client->state >= SMTP_CLIENT_STATE_RSET);
-	ENG_ASSERT(client->state <= SMTP_CLIENT_STATE_DATA);
+	ENG_ASSERT((client->state >= SMTP_CLIENT_STATE_RSET &&
+		    client->state <= SMTP_CLIENT_STATE_DATA) ||
+		   (client->prev_message != NULL && (client->state == SMTP_CLIENT_STATE_BODY ||
+						     client->state == SMTP_CLIENT_STATE_DOT)));
 	for (bound = 0; bound <= SMTP_RCPTS_PER_TRANSACTION_MAX + 3u; bound++) {
 		if (!step_may_produce(client))
 			return;
@@ -575,7 +602,7 @@ static void
 session_close(struct smtp_client *client, enum smtp_client_error error)
 {
 	ENG_ASSERT(client->state != SMTP_CLIENT_STATE_CLOSED);
-	ENG_ASSERT(client->message == NULL);
+	ENG_ASSERT(client->message == NULL && client->prev_message == NULL);
 	client->out_head = 0;
 	client->out_used = 0;
 	client->deadline_ms = SMTP_CLIENT_DEADLINE_NONE;
@@ -604,6 +631,35 @@ error_local_status(enum smtp_client_error error)
 }
 
 /*
+ * Fail the pending messages of a broken session, oldest first, each with
+ * one final event: the 421 reply (reply_status) or a local status. The
+ * outcome is unknown for the message whose body was fully sent (DOT),
+ * unless the server said 421; a message pipelined behind it never sent
+ * its body.
+ */
+static void
+session_fail_messages(struct smtp_client *client, enum smtp_client_error error,
+		      const struct smtp_status *reply_status)
+{
+	struct smtp_status status;
+	bool is_unknown = client->state == SMTP_CLIENT_STATE_DOT && !client->is_dot_only &&
+			  error != SMTP_CLIENT_ERROR_SERVER_CLOSING;
+
+	ENG_ASSERT(client->message != NULL);
+	ENG_ASSERT(client->prev_message == NULL || !client->is_dot_only);
+	if (error == SMTP_CLIENT_ERROR_SERVER_CLOSING)
+		status = *reply_status;
+	else
+		status_from_local(error_local_status(error), &status);
+	if (client->prev_message != NULL) {
+		emit_final_of(client, &client->prev_message, SMTP_EV_MESSAGE_FAILED, &status,
+			      error, is_unknown);
+		is_unknown = false;
+	}
+	emit_message_final(client, SMTP_EV_MESSAGE_FAILED, &status, error, is_unknown);
+}
+
+/*
  * The session cannot go on: fail the pending message (with the 421 reply,
  * or a local 4xx status), report the error, close. reply is the server's
  * reply behind the error, or NULL for local causes. In QUIT, just close.
@@ -627,17 +683,8 @@ session_fail(struct smtp_client *client, enum smtp_client_error error,
 	ENG_ASSERT(error != SMTP_CLIENT_ERROR_SERVER_CLOSING || reply != NULL);
 	if (reply != NULL)
 		status_from_reply(reply, &event.status);
-	if (client->message != NULL) {
-		struct smtp_status status;
-		bool is_unknown = client->state == SMTP_CLIENT_STATE_DOT && !client->is_dot_only &&
-				  error != SMTP_CLIENT_ERROR_SERVER_CLOSING;
-
-		if (error == SMTP_CLIENT_ERROR_SERVER_CLOSING)
-			status = event.status;
-		else
-			status_from_local(error_local_status(error), &status);
-		emit_message_final(client, SMTP_EV_MESSAGE_FAILED, &status, error, is_unknown);
-	}
+	if (client->message != NULL)
+		session_fail_messages(client, error, &event.status);
 	if (reply == NULL)
 		status_from_local(error_local_status(error), &event.status);
 	event_emit(client, &event);
@@ -683,20 +730,22 @@ session_reject(struct smtp_client *client, enum smtp_client_error error,
 static void
 session_idle(struct smtp_client *client)
 {
-	ENG_ASSERT(client->message == NULL);
+	ENG_ASSERT(client->message == NULL && client->prev_message == NULL);
 	ENG_ASSERT(commands_pending_size(client) == 0);
 	client->is_dot_only = false;
 	smtp_client_enter_state(client, SMTP_CLIENT_STATE_IDLE);
 	emit_simple(client, SMTP_EV_READY, SMTP_CLIENT_ERROR_NONE);
 }
 
-/* The transaction's last reply came: the next one starts with RSET. */
+/* The transaction's last reply came. The next one starts with RSET only
+ * when this one ended without a reply to its end of data (rset_is_needed):
+ * that reply ends a transaction (RFC 5321 4.1.1.4), whatever its code. */
 static void
-transaction_end(struct smtp_client *client)
+transaction_end(struct smtp_client *client, bool rset_is_needed)
 {
 	ENG_ASSERT(client->message == NULL);
 	ENG_ASSERT(client->state >= SMTP_CLIENT_STATE_RSET);
-	client->rset_is_needed = true;
+	client->rset_is_needed = rset_is_needed;
 	session_idle(client);
 }
 
@@ -823,6 +872,8 @@ data_go_ahead(struct smtp_client *client)
 	client->body_sent_size = 0;
 	client->commands_produced_count++; /* the body, answered by the final reply */
 	smtp_client_enter_state(client, SMTP_CLIENT_STATE_BODY);
+	if (client->is_pipelining)
+		emit_simple(client, SMTP_EV_PIPELINE_SLOT, SMTP_CLIENT_ERROR_NONE);
 }
 
 /*
@@ -859,7 +910,7 @@ on_data(struct smtp_client *client, const struct smtp_reply *reply, bool bytes_f
 		emit_mail_refusal(client);
 	else
 		emit_message_failed_reply(client, reply);
-	transaction_end(client);
+	transaction_end(client, true);
 }
 
 /* One RCPT reply. In drain mode (MAIL failed, final event given) replies
@@ -915,13 +966,13 @@ on_step(struct smtp_client *client, const struct smtp_reply *reply)
 	step = client->step_replied_count;
 	if (client->mail_is_refused && step == client->step_produced_count) {
 		emit_mail_refusal(client); /* MAIL failed and every reply is in, in step */
-		transaction_end(client);
+		transaction_end(client, true);
 		return;
 	}
 	if (!client->is_pipelining && step == step_data(client) &&
 	    client->rcpts_accepted_count == 0) {
 		emit_message_failed_local(client, &local_no_rcpt);
-		transaction_end(client);
+		transaction_end(client, true);
 		return;
 	}
 	smtp_client_enter_state(client, step_state(client, step));
@@ -953,7 +1004,30 @@ on_dot(struct smtp_client *client, const struct smtp_reply *reply)
 	} else {
 		emit_message_failed_reply(client, reply);
 	}
-	transaction_end(client);
+	transaction_end(client, false);
+}
+
+/* Behind a dot: the previous message's end-of-data reply. Its final event,
+ * then the new transaction's replies are awaited (its first step state). */
+static void
+on_prev_dot(struct smtp_client *client, const struct smtp_reply *reply)
+{
+	struct smtp_status status;
+	uint32_t reply_class = smtp_reply_class(reply);
+
+	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_DOT);
+	ENG_ASSERT(client->prev_message != NULL && client->message != NULL);
+	ENG_ASSERT(!client->is_dot_only);
+	if (reply_class == 3) {
+		reply_out_of_sequence(client, reply);
+		return;
+	}
+	status_from_reply(reply, &status);
+	client->rset_is_needed = false;
+	smtp_client_enter_state(client, step_state(client, client->step_replied_count));
+	emit_final_of(client, &client->prev_message,
+		      reply_class == 2 ? SMTP_EV_MESSAGE_DONE : SMTP_EV_MESSAGE_FAILED, &status,
+		      SMTP_CLIENT_ERROR_NONE, false);
 }
 
 /* A complete reply. reply_is_awaited was decided at its first byte.
@@ -994,7 +1068,10 @@ reply_dispatch(struct smtp_client *client, const struct smtp_reply *reply, bool 
 		on_data(client, reply, bytes_follow);
 		break;
 	case SMTP_CLIENT_STATE_DOT:
-		on_dot(client, reply);
+		if (client->prev_message != NULL)
+			on_prev_dot(client, reply);
+		else
+			on_dot(client, reply);
 		break;
 	case SMTP_CLIENT_STATE_QUIT:
 		session_close(client, client->quit_error);
@@ -1039,51 +1116,80 @@ smtp_client_set_trace(struct smtp_client *client, void *trace_ctx,
 	client->trace_callback = trace_callback;
 }
 
+/* The message whose body goes out in BODY: the previous one behind a dot. */
+static const struct smtp_message *
+body_message(const struct smtp_client *client)
+{
+	const struct smtp_message *message =
+		client->prev_message != NULL ? client->prev_message : client->message;
+
+	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_BODY);
+	ENG_ASSERT(message != NULL && client->body_sent_size < message->body_size);
+	return message;
+}
+
+/* Body bytes still to send (BODY), else 0. */
+static size_t
+body_pending_size(const struct smtp_client *client)
+{
+	const struct smtp_message *message;
+
+	if (client->state != SMTP_CLIENT_STATE_BODY)
+		return 0;
+	message = body_message(client);
+	return message->body_size - client->body_sent_size;
+}
+
 size_t
 smtp_client_output_size(const struct smtp_client *client)
 {
 	ENG_ASSERT(client != NULL);
 	ENG_ASSERT(client->state < SMTP_CLIENT_STATE_COUNT);
-	if (client->state == SMTP_CLIENT_STATE_BODY) {
-		ENG_ASSERT(client->message != NULL);
-		ENG_ASSERT(client->body_sent_size < client->message->body_size);
-		return client->message->body_size - client->body_sent_size;
-	}
-	return commands_pending_size(client);
+	return body_pending_size(client) + commands_pending_size(client);
 }
 
 uint32_t
 smtp_client_output(const struct smtp_client *client, struct iovec *iov, uint32_t iov_max)
 {
-	size_t size = smtp_client_output_size(client);
+	size_t body_size;
+	size_t commands_size;
+	uint32_t count = 0;
 
-	ENG_ASSERT(iov != NULL);
+	ENG_ASSERT(client != NULL && iov != NULL);
 	ENG_ASSERT(iov_max >= 1);
-	if (size == 0)
-		return 0;
-	if (client->state == SMTP_CLIENT_STATE_BODY) {
+	body_size = body_pending_size(client);
+	commands_size = commands_pending_size(client);
+	if (body_size > 0) {
 		/* Zero-copy: the iovec points into the borrowed body. */
-		const uint8_t *body = client->message->body + client->body_sent_size;
+		const uint8_t *body = body_message(client)->body + client->body_sent_size;
 
-		iov[0].iov_base = (void *)(uintptr_t)body;
-	} else {
-		iov[0].iov_base = (void *)(uintptr_t)(client->out_buf + client->out_head);
+		iov[count].iov_base = (void *)(uintptr_t)body;
+		iov[count].iov_len = body_size;
+		count++;
 	}
-	iov[0].iov_len = size;
-	return 1;
+	if (commands_size > 0 && count < iov_max) {
+		/* Behind a dot, the next transaction follows the body. */
+		iov[count].iov_base = (void *)(uintptr_t)(client->out_buf + client->out_head);
+		iov[count].iov_len = commands_size;
+		count++;
+	}
+	ENG_ASSERT(count <= 2u && count <= iov_max);
+	return count;
 }
 
 /* Sent body bytes; the last one completes the body "command". */
 static void
 consume_body(struct smtp_client *client, size_t sent_size)
 {
-	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_BODY);
-	ENG_ASSERT(sent_size <= client->message->body_size - client->body_sent_size);
+	const struct smtp_message *message = body_message(client);
+
+	ENG_ASSERT(sent_size <= message->body_size - client->body_sent_size);
 	client->body_sent_size += sent_size;
-	if (client->body_sent_size < client->message->body_size)
+	if (client->body_sent_size < message->body_size)
 		return;
 	client->commands_sent_count++;
-	ENG_ASSERT(client->commands_sent_count == client->commands_produced_count);
+	ENG_ASSERT(client->commands_sent_count == client->commands_produced_count ||
+		   client->prev_message != NULL);
 	smtp_client_enter_state(client, SMTP_CLIENT_STATE_DOT);
 }
 
@@ -1126,13 +1232,18 @@ smtp_client_consume(struct smtp_client *client, size_t sent_size, uint64_t now_m
 	if (sent_size == 0)
 		return;
 	if (client->state == SMTP_CLIENT_STATE_BODY) {
-		consume_body(client, sent_size);
-	} else {
-		consume_commands(client, sent_size);
-		if (client->state >= SMTP_CLIENT_STATE_RSET &&
-		    client->state <= SMTP_CLIENT_STATE_DATA)
-			steps_produce(client);
+		/* The body first; behind a dot the next commands follow it. */
+		size_t body_size = ENG_MIN(sent_size, body_pending_size(client));
+
+		consume_body(client, body_size);
+		sent_size -= body_size;
+		ENG_ASSERT(sent_size == 0 || client->state == SMTP_CLIENT_STATE_DOT);
 	}
+	if (sent_size > 0)
+		consume_commands(client, sent_size);
+	if ((client->state >= SMTP_CLIENT_STATE_RSET && client->state <= SMTP_CLIENT_STATE_DATA) ||
+	    client->prev_message != NULL)
+		steps_produce(client);
 	deadline_refresh(client, now_ms);
 }
 
@@ -1259,9 +1370,10 @@ smtp_client_start_message(struct smtp_client *client, const struct smtp_message 
 			  uint64_t now_ms)
 {
 	const struct local_status *refusal;
+	bool is_behind_dot;
 
 	ENG_ASSERT(client != NULL && message != NULL && !client->is_in_callback);
-	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_IDLE);
+	ENG_ASSERT(client->state == SMTP_CLIENT_STATE_IDLE || smtp_client_may_pipeline(client));
 	ENG_ASSERT(message->body != NULL && message->body_size >= BODY_END_SIZE);
 	ENG_ASSERT(memcmp(message->body + message->body_size - BODY_END_SIZE, BODY_END,
 			  BODY_END_SIZE) == 0);
@@ -1269,22 +1381,32 @@ smtp_client_start_message(struct smtp_client *client, const struct smtp_message 
 	ENG_DEBUG_ASSERT(message->body_size == BODY_END_SIZE ||
 			 message->body[message->body_size - BODY_END_SIZE - 1u] == '\n');
 	refusal = message_refusal(client, message);
-	client->message = message;
 	if (refusal != NULL) {
-		emit_message_failed_local(client, refusal);
-		ENG_ASSERT(client->message == NULL);
+		const struct smtp_message *refused = message;
+		struct smtp_status status;
+
+		status_from_local(refusal, &status);
+		emit_final_of(client, &refused, SMTP_EV_MESSAGE_FAILED, &status,
+			      SMTP_CLIENT_ERROR_NONE, false);
 		return false;
 	}
+	is_behind_dot = client->state != SMTP_CLIENT_STATE_IDLE;
+	if (is_behind_dot)
+		client->prev_message = client->message; /* awaits its end-of-data reply */
+	client->message = message;
 	client->rcpt_count = message->rcpt_count;
 	client->rcpts_accepted_count = 0;
 	client->is_dot_only = false;
 	client->mail_is_refused = false;
-	client->step_produced_count = client->rset_is_needed ? STEP_RSET : STEP_MAIL;
+	client->step_produced_count =
+		client->rset_is_needed && !is_behind_dot ? STEP_RSET : STEP_MAIL;
 	client->step_replied_count = client->step_produced_count;
-	smtp_client_enter_state(client, step_state(client, client->step_replied_count));
+	if (!is_behind_dot)
+		smtp_client_enter_state(client, step_state(client, client->step_replied_count));
 	steps_produce(client);
 	ENG_ASSERT(client->step_produced_count > client->step_replied_count);
-	deadline_refresh(client, now_ms);
+	if (!is_behind_dot) /* behind a dot the body's (or its reply's) deadline holds */
+		deadline_refresh(client, now_ms);
 	return true;
 }
 
@@ -1349,6 +1471,16 @@ smtp_client_is_idle(const struct smtp_client *client)
 	ENG_ASSERT(client != NULL);
 	ENG_ASSERT(client->state < SMTP_CLIENT_STATE_COUNT);
 	return client->state == SMTP_CLIENT_STATE_IDLE;
+}
+
+bool
+smtp_client_may_pipeline(const struct smtp_client *client)
+{
+	ENG_ASSERT(client != NULL);
+	ENG_ASSERT(client->state < SMTP_CLIENT_STATE_COUNT);
+	return client->is_pipelining && client->prev_message == NULL &&
+	       client->message != NULL && !client->is_dot_only &&
+	       (client->state == SMTP_CLIENT_STATE_BODY || client->state == SMTP_CLIENT_STATE_DOT);
 }
 
 bool

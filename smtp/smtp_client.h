@@ -14,15 +14,16 @@
  *   smtp_client_deadline_ms()   when the awaited reply (or send) times out
  *   smtp_client_timeout()       the engine's timer fired
  *   smtp_client_connection_lost()  EOF, reset or abort by the engine
- *   smtp_client_start_message() start a transaction (only when idle)
+ *   smtp_client_start_message() start a transaction (when idle, or behind a
+ *                               dot after SMTP_EV_PIPELINE_SLOT)
  *   smtp_client_quit()          say goodbye (only when idle)
  *   smtp_client_tls_started()   the TLS handshake the session asked for is done
  *   smtp_client_tls_failed()    the TLS layer failed (handshake, alert, close_notify)
  *
  * Events come back through the event callback, synchronously, from inside
  * those calls: SMTP_EV_READY, SMTP_EV_RCPT, SMTP_EV_MESSAGE_DONE,
- * SMTP_EV_MESSAGE_FAILED, SMTP_EV_STARTTLS, SMTP_EV_ERROR, SMTP_EV_CLOSED (see enum
- * smtp_event_type). The callback must not call back into the same session
+ * SMTP_EV_MESSAGE_FAILED, SMTP_EV_PIPELINE_SLOT, SMTP_EV_STARTTLS,
+ * SMTP_EV_ERROR, SMTP_EV_CLOSED (see enum smtp_event_type). The callback must not call back into the same session
  * (asserted): it records what happened, and the engine acts after the
  * call returns (for example starts the next message after READY).
  *
@@ -33,7 +34,20 @@
  *   (as much as fits in the output buffer, the rest as it drains), and the
  *   replies are matched to the commands strictly in order. Without it:
  *   lock-step, one command, one reply.
- * - RSET precedes every transaction but the first on a connection.
+ * - Behind the dot (RFC 2920 3.1: the message content may be the first
+ *   "command" of a group): with PIPELINING, once DATA got its 354 and the
+ *   body goes out (never after a lone dot), SMTP_EV_PIPELINE_SLOT says the
+ *   next message may start. Its MAIL, RCPTs and DATA are queued behind the
+ *   rest of the body, so body, ".", MAIL.. DATA leave in one send (output
+ *   returns two iovecs). At most two messages: the previous one awaiting
+ *   only its end-of-data reply, and the new transaction. The first reply
+ *   after the body is the previous message's end-of-data reply (its final
+ *   event), then come the new transaction's replies. A 4xx/5xx to the end
+ *   of data fails only the previous message.
+ * - RSET precedes a transaction only when the previous one ended without
+ *   a reply to its end of data (DATA refused; MAIL or every RCPT refused
+ *   and DATA not answered 354): after that reply, whatever its code, the
+ *   transaction is over (RFC 5321 4.1.1.4). Never behind a dot.
  * - STARTTLS (RFC 3207), by config.tls_policy: after EHLO, when the policy
  *   is not NONE and STARTTLS is offered, the session sends STARTTLS. A 2xx
  *   reply with ANY byte after it in the same feed is response injection
@@ -46,10 +60,13 @@
  *   fallback) or answered 4xx/5xx (OUT-04): OPPORTUNISTIC goes on in
  *   plaintext; REQUIRED fails the session before any MAIL with
  *   SMTP_CLIENT_ERROR_TLS_REQUIRED (local 451 4.7.4) and says QUIT.
- * - One transaction in flight per session; several per connection.
+ * - One transaction in flight per session (two behind a dot, above);
+ *   several per connection.
  * - Every awaited reply has a deadline (struct smtp_client_timeouts,
  *   defaults from RFC 5321 4.5.3.2). Sending the body has the data block
- *   deadline, renewed by every consume().
+ *   deadline, renewed by every consume(). Behind a dot the oldest awaited
+ *   reply's deadline applies: data block while the previous body goes out,
+ *   then the end-of-data one, then the new transaction's.
  *
  * Failure rules:
  * - RCPT replies are provisional until the transaction's last reply (to
@@ -71,11 +88,17 @@
  *   the body was fully sent the outcome is unknown (the server may have
  *   accepted): the event says so (outcome_is_unknown), recipients are
  *   deferred, a duplicate is possible (reliability.md OUT-09).
+ * - Behind a dot, a session failure (421, protocol error, timeout, lost
+ *   connection, TLS failure) fails both messages, each with exactly one
+ *   final event, oldest first: the previous one with outcome_is_unknown
+ *   when its body was fully sent (not for a 421), the new one as above
+ *   (its RCPT replies void, its outcome known: its body never went out).
  * - All RCPTs rejected but DATA answered 354 (RFC 2920 3.1, OUT-06): only
  *   ".\r\n" is sent, never the body.
  *
  * Local refusals (smtp_client_start_message returns false after a
- * SMTP_EV_MESSAGE_FAILED event; nothing is sent, the session stays idle):
+ * SMTP_EV_MESSAGE_FAILED event; nothing is sent, the session stays idle,
+ * or behind the dot with the slot still open):
  * CR, LF, NUL or another control byte, '<' or '>' in an address, an empty
  * recipient, an address over SMTP_ADDRESS_SIZE_MAX (550 5.1.3); a message
  * larger than the server's SIZE (552 5.3.4); SMTPUTF8 needed and not
@@ -93,9 +116,12 @@
  * - The struct smtp_message, its addresses and its body are borrowed from
  *   smtp_client_start_message() until that message's final event
  *   (SMTP_EV_MESSAGE_DONE or SMTP_EV_MESSAGE_FAILED), or until the session
- *   closes. The body is never copied: smtp_client_output() points into
- *   it. A send already in flight when the final event comes still reads
- *   the body: the engine keeps its reference until that send completes.
+ *   closes; each of the two messages behind a dot on its own. The body is
+ *   never copied: smtp_client_output() points into it. A send already in
+ *   flight when the final event comes still reads the body: the engine
+ *   keeps its reference until that send completes. A final event from a
+ *   reply (feed) comes with no send in flight, since the engine feeds only
+ *   then; one from a failure may not.
  * - Bytes returned by smtp_client_output() stay put until the next
  *   smtp_client_consume(); the engine keeps at most one send in flight and
  *   reports short sends with the short count.
@@ -151,6 +177,8 @@ enum smtp_client_state {
 	SMTP_CLIENT_STATE_DATA,		/* awaiting the DATA reply (354) */
 	SMTP_CLIENT_STATE_BODY,		/* 354 received: the body is being sent */
 	SMTP_CLIENT_STATE_DOT,		/* body or lone dot sent: awaiting the final reply */
+	/* BODY and DOT stay the state while a next transaction is pipelined
+	 * behind the dot: the previous message's reply comes first. */
 	SMTP_CLIENT_STATE_QUIT,		/* awaiting the QUIT reply */
 	SMTP_CLIENT_STATE_CLOSED,	/* terminal: the engine closes the socket */
 	SMTP_CLIENT_STATE_COUNT
@@ -206,6 +234,11 @@ enum smtp_event_type {
 	 * on the connection, then call smtp_client_tls_started() (or
 	 * smtp_client_tls_failed()). Nothing is sent or fed meanwhile. */
 	SMTP_EV_STARTTLS,
+	/* With PIPELINING: DATA got its 354 and the body goes out. The engine
+	 * may start the next message now (smtp_client_start_message in BODY
+	 * or DOT), pipelined behind the dot. Optional: ignoring it leaves the
+	 * old behaviour (READY once the end-of-data reply came). */
+	SMTP_EV_PIPELINE_SLOT,
 };
 
 /* STARTTLS use (RFC 3207). NONE is 0: a zeroed config never asks for TLS. */
@@ -307,6 +340,10 @@ struct smtp_client {
 	uint64_t replies_count;
 	/* The transaction. Steps: 0 RSET, 1 MAIL, 2 + i RCPT i, 2 + n DATA. */
 	const struct smtp_message *message;
+	/* Behind a dot: the previous message, its body going out (BODY) or
+	 * sent (DOT), awaiting only its end-of-data reply; message is then
+	 * the next transaction. NULL otherwise. body_sent_size is its. */
+	const struct smtp_message *prev_message;
 	uint32_t rcpt_count;	      /* copy of message->rcpt_count */
 	uint32_t step_produced_count; /* next step to produce */
 	uint32_t step_replied_count;  /* next step whose reply is awaited */
@@ -390,7 +427,8 @@ bool smtp_client_timeout(struct smtp_client *client, uint64_t now_ms);
 void smtp_client_connection_lost(struct smtp_client *client, uint64_t now_ms);
 
 /*
- * Start a transaction; the session must be idle (asserted). Returns true
+ * Start a transaction; the session must be idle, or behind a dot
+ * (smtp_client_may_pipeline) (asserted). Returns true
  * when it started. Returns false when the message is refused locally: a
  * SMTP_EV_MESSAGE_FAILED event with a local 5xx status has been delivered,
  * nothing is sent, and the session is still idle (no new READY).
@@ -421,6 +459,10 @@ enum smtp_client_state smtp_client_state(const struct smtp_client *client);
 /* True once the session runs over TLS (smtp_client_tls_started). */
 bool smtp_client_is_tls(const struct smtp_client *client);
 bool smtp_client_is_idle(const struct smtp_client *client);
+/* True when smtp_client_start_message() may pipeline a message behind the
+ * dot now: PIPELINING, BODY or DOT of a message with a body (not a lone
+ * dot), and no message already pipelined. */
+bool smtp_client_may_pipeline(const struct smtp_client *client);
 bool smtp_client_is_closed(const struct smtp_client *client);
 /* Capabilities of the last EHLO (none after HELO). */
 const struct smtp_ehlo_caps *smtp_client_caps(const struct smtp_client *client);

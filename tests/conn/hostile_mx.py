@@ -170,6 +170,9 @@ def scenario(name):
         s.replies["HELO"] = b"550 5.7.1 not you\r\n"
     elif name == "rset-5xx":
         s.replies["RSET"] = b"554 5.5.1 no reset for you\r\n"
+    elif name == "data-5xx-rset-5xx":  # so the next transaction needs RSET
+        s.replies["DATA"] = b"554 5.5.1 no data for you\r\n"
+        s.replies["RSET"] = b"554 5.5.1 no reset for you\r\n"
     elif name != "normal":
         return None
     return s

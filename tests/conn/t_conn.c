@@ -505,8 +505,17 @@ t_conn_on_event(void *ctx, struct eng_conn *conn, const struct eng_conn_event *e
 {
 	struct t_conn_run *run = ctx;
 	cr_assert_eq(conn, &run->conn);
-	t_conn_record(run, event);
+	if (event->type != ENG_CONN_EV_PIPELINE_SLOT)
+		t_conn_record(run, event);
 	switch (event->type) {
+	case ENG_CONN_EV_PIPELINE_SLOT:
+		cr_assert(eng_conn_may_pipeline(conn));
+		run->slots_count++;
+		if (!run->no_pipeline_slot && run->message_next_index < run->message_count) {
+			struct t_conn_message *m = run->messages[run->message_next_index++];
+			run->pipelined_count += eng_conn_send_message(conn, &m->message);
+		}
+		break;
 	case ENG_CONN_EV_READY:
 		cr_assert(eng_conn_is_ready(conn));
 		run->saw_pipelining = smtp_ehlo_has(eng_conn_caps(conn), SMTP_EXT_PIPELINING);

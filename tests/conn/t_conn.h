@@ -57,7 +57,8 @@ struct t_conn_message {
 };
 
 /* The owner: records events; on READY sends the next message, then QUITs
- * (or aborts) when none is left. */
+ * (or aborts) when none is left. On PIPELINE_SLOT (counted, not recorded)
+ * it sends the next message behind the dot, unless no_pipeline_slot. */
 struct t_conn_run {
 	struct ring *ring;
 	struct eng_conn conn;
@@ -71,6 +72,9 @@ struct t_conn_run {
 	uint32_t reopen_count;	  /* reopen from inside CLOSED this many times */
 	bool is_closed;
 	bool saw_pipelining; /* the server offered PIPELINING (at READY) */
+	bool no_pipeline_slot;	   /* ignore PIPELINE_SLOT: one message at a time */
+	uint32_t slots_count;	   /* PIPELINE_SLOT events */
+	uint32_t pipelined_count;  /* messages started behind a dot */
 	struct sockaddr_storage addr;
 	uint32_t addr_len;
 	struct eng_conn_config config;

@@ -145,7 +145,9 @@ Test(conn, bodies_arrive_byte_identical_across_sends, .fini = t_conn_fini, .time
 	for (uint32_t i = 0; i < ENG_ARRAY_COUNT(sizes); i++)
 		wire_total += m[i]->wire_size;
 	cr_assert_gt(stats->sent_size, wire_total);
-	cr_assert_geq(stats->sends_count, 600000 / ENG_CONN_SEND_SIZE_MAX + 1 + 8);
+	/* EHLO, the first batch, the other three bodies (each with the next
+	 * batch behind its dot) and QUIT: at least 6 more. */
+	cr_assert_geq(stats->sends_count, 600000 / ENG_CONN_SEND_SIZE_MAX + 1 + 6);
 	for (uint32_t i = 0; i < ENG_ARRAY_COUNT(sizes); i++) {
 		cr_assert_gt(m[i]->wire_size, m[i]->raw_size, "stuffing happened");
 		t_assert_recorded_body(&peer, i, m[i]->raw, m[i]->raw_size);

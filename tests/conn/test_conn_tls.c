@@ -126,6 +126,9 @@ Test(conn_tls, large_bodies_over_tls_verified_then_resumed, .init = t_tls_setup,
 	t_conn_run_open(run);
 	t_conn_run_until_closed(run, 4 * T_CONN_WAIT_NS);
 	cr_assert_eq(t_conn_count(run, ENG_CONN_EV_MESSAGE_DONE), ENG_ARRAY_COUNT(sizes));
+	/* Over TLS too the next message went out behind each dot. */
+	cr_assert_eq(run->pipelined_count, ENG_ARRAY_COUNT(sizes) - 1);
+	cr_assert_eq(t_conn_count(run, ENG_CONN_EV_READY), 2);
 	cr_assert_eq(t_conn_closed(run)->reason, ENG_CONN_CLOSE_QUIT, "reason %s",
 		     eng_conn_close_reason_name(t_conn_closed(run)->reason));
 	struct eng_tls_info info;

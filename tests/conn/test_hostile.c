@@ -736,12 +736,13 @@ Test(hostile, ehlo_refused_falls_back_to_helo, .fini = t_hostile_fini)
 	t_hostile_end(&h);
 }
 
-/* RSET refused before the second transaction: the first stays delivered,
- * the second is deferred whole, and its body is never sent. */
+/* RSET refused before the second transaction (the first ended without an
+ * end-of-data reply: DATA refused, so RSET is due): the first fails with
+ * the DATA reply, the second is deferred whole, no body is ever sent. */
 Test(hostile, rset_refused_defers_the_next_message, .fini = t_hostile_fini)
 {
 	struct t_mx mx;
-	t_mx_start(&mx, "rset-5xx");
+	t_mx_start(&mx, "data-5xx-rset-5xx");
 	struct t_conn_run *run = t_conn_run_new();
 	t_conn_addr(&run->addr, &run->addr_len, 1, mx.port);
 	uint8_t raw[4096];
@@ -755,28 +756,62 @@ Test(hostile, rset_refused_defers_the_next_message, .fini = t_hostile_fini)
 	const struct t_conn_event *closed = t_conn_closed(run);
 	cr_assert_eq(closed->reason, ENG_CONN_CLOSE_REJECTED, "reason %s",
 		     eng_conn_close_reason_name(closed->reason));
-	uint32_t done = 0, failed = 0;
+	uint32_t failed0 = 0, failed1 = 0;
 	for (uint32_t i = 0; i < run->event_count; i++) {
 		const struct t_conn_event *e = &run->events[i];
-		if (e->type == ENG_CONN_EV_MESSAGE_DONE) {
-			cr_assert_eq(e->message, &m0->message);
-			done++;
+		cr_assert_neq(e->type, ENG_CONN_EV_MESSAGE_DONE);
+		if (e->type == ENG_CONN_EV_MESSAGE_FAILED && e->message == &m0->message) {
+			cr_assert_eq(e->code, 554, "first message got %u", e->code);
+			cr_assert_not(e->is_local);
+			failed0++;
 		} else if (e->type == ENG_CONN_EV_MESSAGE_FAILED) {
 			cr_assert_eq(e->message, &m1->message);
 			cr_assert_eq(e->code / 100, 4, "second message got %u", e->code);
-			failed++;
+			failed1++;
 		} else if (e->type == ENG_CONN_EV_RCPT) {
 			cr_assert_eq(e->message, &m0->message, "RCPT events of the second message");
 		}
 	}
-	cr_assert_eq(done, 1);
-	cr_assert_eq(failed, 1);
+	cr_assert_eq(failed0, 1);
+	cr_assert_eq(failed1, 1);
 	struct t_mx_seen seen;
 	t_mx_seen(&mx, &seen);
-	/* Pipelined, the second DATA may have gone out with the RSET; its body
-	 * never does. */
-	cr_assert_eq(seen.data_size, m0->wire_size, "one body only: %s", seen.commands);
-	cr_assert_eq(memcmp(seen.data, m0->wire, m0->wire_size), 0);
+	cr_assert_eq(t_commands_count(&seen, "\"RSET"), 1, "%s", seen.commands);
+	cr_assert_eq(seen.data_size, 0, "no body: %s", seen.commands);
+	t_mx_seen_free(&seen);
+	t_mx_stop(&mx);
+	t_conn_run_free(run);
+	t_conn_message_free(m0);
+	t_conn_message_free(m1);
+}
+
+/* After a reply to the end of data the transaction is over (RFC 5321
+ * 4.1.1.4): no RSET, even for an MX that would refuse one; the second
+ * message goes out behind the first one's dot and both are delivered. */
+Test(hostile, no_rset_after_a_delivered_message, .fini = t_hostile_fini)
+{
+	struct t_mx mx;
+	t_mx_start(&mx, "rset-5xx");
+	struct t_conn_run *run = t_conn_run_new();
+	t_conn_addr(&run->addr, &run->addr_len, 1, mx.port);
+	uint8_t raw[4096];
+	size_t raw_size = t_conn_raw_body(37, 1500, raw, sizeof(raw));
+	struct t_conn_message *m0 = t_conn_message_new(NULL, 2, raw, raw_size);
+	struct t_conn_message *m1 = t_conn_message_new(NULL, 2, raw, raw_size);
+	run->messages[run->message_count++] = m0;
+	run->messages[run->message_count++] = m1;
+	t_conn_run_open(run);
+	t_conn_run_until_closed(run, T_CONN_WAIT_NS);
+	cr_assert_eq(t_conn_closed(run)->reason, ENG_CONN_CLOSE_QUIT, "reason %s",
+		     eng_conn_close_reason_name(t_conn_closed(run)->reason));
+	cr_assert_eq(t_conn_count(run, ENG_CONN_EV_MESSAGE_DONE), 2);
+	cr_assert_eq(t_conn_count(run, ENG_CONN_EV_MESSAGE_FAILED), 0);
+	cr_assert_eq(run->pipelined_count, 1);
+	struct t_mx_seen seen;
+	t_mx_seen(&mx, &seen);
+	cr_assert_eq(t_commands_count(&seen, "\"RSET"), 0, "%s", seen.commands);
+	cr_assert_eq(t_commands_count(&seen, "\"MAIL"), 2, "%s", seen.commands);
+	cr_assert_eq(seen.data_size, m0->wire_size + m1->wire_size, "%s", seen.commands);
 	t_mx_seen_free(&seen);
 	t_mx_stop(&mx);
 	t_conn_run_free(run);

@@ -172,5 +172,20 @@ check "expired recipients are final in the spool" "[ \"\$(live_recipients \"$wor
 check "a restart recovers 0 recipients" "start -c ringmail.conf && [[ \"\$started\" == *' 0 recipients to deliver'* ]]"
 check "SIGTERM after the restart exits 0" "stop"
 
+# 5. max_messages_per_connection stays exact with each message pipelined
+# behind the previous one's dot: 40 messages, one connection at a time, 7
+# per connection: exactly ceil(40/7) = 6 SMTP sessions (+ the probe); a
+# connection that carried an 8th would leave 5.
+rm -f delivery.log
+"$spool_tool" -d "$work/spoolm" load --shards 1 --count 40 --domains 1 >/dev/null
+check "smtp-sink listens (messages per connection)" "start_sink"
+write_config spoolm $'[destination]\nmax_connections = 1\nmax_messages_per_connection = 7'
+check "starts on the fifth spool" "start -c ringmail.conf"
+check "40 Delivery lines in the delivery log" "wait_log Delivery 40"
+check "SIGTERM stops it with exit 0" "stop"
+stop_sink
+check "smtp-sink received 40 messages" "[ \"\$(sink_messages)\" = 40 ]"
+check "7 messages per connection: 6 SMTP sessions (+ probe)" "[ \"\$(sink_sessions)\" = 7 ]"
+
 echo "1..$n"
 [ $failed -eq 0 ]

@@ -248,6 +248,13 @@ event_callback(void *ctx, const struct smtp_event *event)
 		FUZZ_CHECK(!h.message_is_open, "no message open at STARTTLS");
 		h.is_handshake_owed = true;
 		break;
+	case SMTP_EV_PIPELINE_SLOT:
+		/* This engine takes no message behind the dot: READY follows. */
+		FUZZ_CHECK(h.message_is_open, "PIPELINE_SLOT of the open message");
+		FUZZ_CHECK(smtp_client_state(&h.client) == SMTP_CLIENT_STATE_BODY &&
+				   smtp_client_may_pipeline(&h.client),
+			   "PIPELINE_SLOT when the body goes out");
+		break;
 	case SMTP_EV_CLOSED:
 		FUZZ_CHECK(!h.message_is_open, "no message open at CLOSED");
 		h.is_closed_event_seen = true;

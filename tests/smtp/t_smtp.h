@@ -44,6 +44,13 @@ struct t_session {
 	uint64_t now_ms;
 	size_t send_chunk_size; /* 0: send everything at once */
 	const void *last_iov_base;
+	/* smtp_client_output() calls that had bytes (one send each), and
+	 * those that returned two iovecs (a body, then commands behind it). */
+	uint32_t outputs_count;
+	uint32_t outputs_two_count;
+	/* SMTP_EV_PIPELINE_SLOT: counted; recorded only with record_slots. */
+	uint32_t slots_count;
+	bool record_slots;
 	/* Death tests: call back into the client from the callback. */
 	bool reenter_on_ready;
 	const struct smtp_message *reenter_message;

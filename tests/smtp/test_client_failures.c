@@ -310,10 +310,10 @@ Test(smtp_client_reject, all_rcpts_rejected_then_354_sends_only_the_dot)
 	cr_assert_not(event->outcome_is_unknown);
 	t_next_event(t, SMTP_EV_READY);
 	t_expect_no_event(t);
-	/* The next transaction starts with RSET. */
+	/* The reply to the lone dot ended the transaction: no RSET. */
 	cr_assert(smtp_client_start_message(&t->client, &message.message, t->now_ms));
 	t_flush(t);
-	cr_assert(memcmp(t->sent, "RSET\r\nMAIL FROM:", 16) == 0);
+	cr_assert(memcmp(t->sent, "MAIL FROM:", 10) == 0);
 	t_session_free(t);
 }
 
@@ -430,12 +430,13 @@ Test(smtp_client_reject, rset_rejected_closes_and_defers)
 	struct t_session *t = start_pipelined(1);
 	const struct t_event *event;
 
-	t_feed(t, "250 ok\r\n250 ok\r\n354 go\r\n");
-	t_flush(t);
-	t_feed(t, "250 queued\r\n");
+	/* DATA refused: the transaction ended without an end-of-data reply,
+	 * so the next one starts with RSET. */
+	t_feed(t, "250 ok\r\n250 ok\r\n554 5.5.1 no DATA\r\n");
 	t->event_read_index = t->event_count;
 	cr_assert(smtp_client_start_message(&t->client, &message.message, t->now_ms));
 	t_flush(t);
+	cr_assert(memcmp(t->sent, "RSET\r\nMAIL FROM:", 16) == 0);
 	t_feed(t, "500 5.5.1 what is RSET\r\n");
 	event = t_next_event(t, SMTP_EV_MESSAGE_FAILED);
 	cr_assert_eq(event->code, 451);
