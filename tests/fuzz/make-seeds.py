@@ -213,12 +213,58 @@ def client_tls_seeds(w):
                                                                 OK + OK + GO, QUEUED, BYE))
 
 
+def client_pipeline_seeds(w):
+    """The next transaction pipelined behind the dot (RFC 2920 3.1; byte 3:
+    16 take SMTP_EV_PIPELINE_SLOT, 32 a third message, 64 take it after
+    one more send, 128 the messages differ and only the second has the
+    byte 0/3/4 quirks). One chunk answers the previous end of data and the
+    next batch together, as a pipelining server does."""
+    DONE = QUEUED
+    w("dot_pipelined", cfg(64 | 4, body=16) + chunks(GREETING, EHLO_PIPE, OK + OK + GO,
+                                                     DONE + OK + OK + GO, DONE, BYE))
+    w("dot_three_late_small_sends", cfg(64 | 4, send=100, rcpts=1, body=3 | 16 | 32 | 64) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + OK + GO, DONE + OK + OK + OK + GO,
+        DONE + OK + b"450 4.2.0 busy\r\n" + OK + GO, DONE, BYE))
+    w("dot_three_late_dot", cfg(64 | 4, body=16 | 32 | 64 | 128) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE + OK + OK + GO, DONE + OK + OK + GO, DONE, BYE))
+    w("dot_first_5xx", cfg(64 | 4, body=16) + chunks(GREETING, EHLO_PIPE, OK + OK + GO,
+                                                     b"554 5.7.1 spam\r\n" + OK + OK + GO, DONE, BYE))
+    w("dot_first_4xx_split", cfg(64 | 4, body=2 | 16) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, b"451 4.3.0 later\r\n", OK, OK, GO, DONE, BYE))
+    w("dot_421_after_first", cfg(4, body=16) + chunks(GREETING, EHLO_PIPE, OK + OK + GO, DONE,
+                                                      b"421 4.3.2 shutting down\r\n"))
+    w("dot_421_for_first", cfg(4, body=16) + chunks(GREETING, EHLO_PIPE, OK + OK + GO,
+                                                    b"421 4.3.2 shutting down\r\n"))
+    w("dot_lost", cfg(4, body=3 | 16) + chunks(GREETING, EHLO_PIPE, OK + OK + GO))
+    w("dot_timeout", cfg(2 | 4, body=16) + chunks(GREETING, EHLO_PIPE, OK + OK + GO, DONE + OK) + b"\0")
+    w("dot_reply_in_body", cfg(4, send=128 | 127, body=3 | 16) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE))
+    w("dot_refused_second", cfg(64 | 4, body=16 | 32 | 128, addr=2) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE + OK + OK + GO, DONE, BYE))
+    w("dot_size_refused_second", cfg(128 | 64 | 4, body=16 | 32 | 128) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE + OK + OK + GO, DONE, BYE))
+    w("dot_rcpts_refused_second", cfg(64 | 4, body=16 | 32) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE + OK + b"550 5.1.1 no\r\n" + GO,
+        b"554 5.5.1 no valid recipients\r\n", OK + OK + GO, DONE, BYE))
+    w("dot_data_refused_second", cfg(64 | 4, body=16 | 32) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE + OK + OK + b"451 4.3.0 try later\r\n",
+        OK + OK + OK + GO, DONE, BYE))
+    w("dot_mail_refused_second", cfg(64 | 4, body=16 | 32) + chunks(
+        GREETING, EHLO_PIPE, OK + OK + GO, DONE + b"553 5.7.1 sender\r\n" + b"503 5.5.1 no\r\n" + GO,
+        b"554 5.5.1 no valid recipients\r\n", OK + OK + GO, DONE, BYE))
+    w("dot_lockstep_no_slot", cfg(64 | 4 | 1, body=16) + chunks(
+        GREETING, EHLO_PIPE, OK, OK, GO, DONE, OK, OK, GO, DONE, BYE))
+    w("dot_tls", cfg(64 | 4, body=16, tls=2) + chunks(GREETING, EHLO_TLS, TLS_GO, EHLO_PIPE,
+                                                      OK + OK + GO, DONE + OK + OK + GO, DONE, BYE))
+
+
 def client_seeds():
     w = lambda name, data: write("fuzz_client", name, data)
     w("pipelined", cfg(64) + chunks(GREETING, EHLO_PIPE, OK + OK + GO, QUEUED, BYE))
     w("lockstep", cfg(64 | 1, rcpts=1) + chunks(GREETING, EHLO_PLAIN, OK, OK, OK, GO, QUEUED, BYE))
+    # No RSET after an end-of-data reply: the second batch is MAIL, RCPT, DATA.
     w("two_messages", cfg(64 | 4, rcpts=0) + chunks(GREETING, EHLO_PIPE, OK + OK + GO, QUEUED,
-                                                    OK + OK + OK + GO, QUEUED, BYE))
+                                                    OK + OK + GO, QUEUED, BYE))
     w("all_rcpts_refused", cfg(64, rcpts=1) + chunks(
         GREETING, EHLO_PIPE, OK + b"550 5.1.1 no such user\r\n550 5.1.1 no such user\r\n" + GO,
         b"554 5.5.1 no valid recipients\r\n", BYE))
@@ -240,8 +286,11 @@ def client_seeds():
     w("bad_address", cfg(64, addr=2) + chunks(GREETING, EHLO_PIPE, BYE))
     w("many_rcpts", cfg(64, rcpts=128) + chunks(GREETING, EHLO_PIPE, OK * 301 + GO, QUEUED, BYE))
     w("data_2xx", cfg(0) + chunks(GREETING, EHLO_PIPE, OK + OK + b"250 what\r\n"))
-    w("rset_refused", cfg(4) + chunks(GREETING, EHLO_PIPE, OK + OK + GO, QUEUED,
+    # RSET only after a transaction without an end-of-data reply (DATA refused here).
+    w("rset_refused", cfg(4) + chunks(GREETING, EHLO_PIPE, OK + OK + b"554 5.5.1 no DATA\r\n",
                                       b"500 5.5.1 no RSET\r\n", BYE))
+    w("rset_after_refused_lockstep", cfg(64 | 4 | 1) + chunks(
+        GREETING, EHLO_PLAIN, OK, b"550 5.1.1 no such user\r\n", OK, OK, OK, GO, QUEUED, BYE))
     w("ehlo_auth_size", cfg(64 | 128) + chunks(
         GREETING, b"250-mx.example.com\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-AUTH=LOGIN\r\n"
                   b"250-SIZE 184467440737095516160\r\n250-SIZE\r\n250-SIZE 12x\r\n250-DSN\r\n"
@@ -252,8 +301,9 @@ def client_seeds():
     w("long_rcpt", cfg(64 | 4, rcpts=1, body=8) + chunks(GREETING, EHLO_PIPE, BYE))
     w("two_messages_lockstep_8bit", cfg(64 | 4 | 8 | 1, rcpts=2, body=2, addr=128) + chunks(
         GREETING, EHLO_PIPE, OK, OK, b"450 4.2.0 busy\r\n", OK, GO, QUEUED,
-        OK, OK, OK, b"550 5.1.1 no\r\n", OK, GO, b"554 5.7.1 spam\r\n", BYE))
+        OK, OK, b"550 5.1.1 no\r\n", OK, GO, b"554 5.7.1 spam\r\n", BYE))
     client_tls_seeds(w)
+    client_pipeline_seeds(w)
 
 
 # ---- fuzz_server: config, sends, options, then (length, client bytes) chunks
