@@ -340,6 +340,44 @@ t_hostile_end(struct t_hostile *h)
 	t_conn_message_free(h->m);
 }
 
+/* Two messages of two recipients on one connection to scenario's MX (the
+ * RSET cases): the conn has closed and the MX's view is read on return. */
+struct t_hostile_two {
+	struct t_mx mx;
+	struct t_conn_run *run;
+	struct t_conn_message *m0;
+	struct t_conn_message *m1;
+	struct t_mx_seen seen;
+};
+
+static void
+t_hostile_two_go(struct t_hostile_two *h, const char *scenario)
+{
+	memset(h, 0, sizeof(*h));
+	t_mx_start(&h->mx, scenario);
+	h->run = t_conn_run_new();
+	t_conn_addr(&h->run->addr, &h->run->addr_len, 1, h->mx.port);
+	uint8_t raw[4096];
+	size_t raw_size = t_conn_raw_body(37, 1500, raw, sizeof(raw));
+	h->m0 = t_conn_message_new(NULL, 2, raw, raw_size);
+	h->m1 = t_conn_message_new(NULL, 2, raw, raw_size);
+	h->run->messages[h->run->message_count++] = h->m0;
+	h->run->messages[h->run->message_count++] = h->m1;
+	t_conn_run_open(h->run);
+	t_conn_run_until_closed(h->run, T_CONN_WAIT_NS);
+	t_mx_seen(&h->mx, &h->seen);
+}
+
+static void
+t_hostile_two_end(struct t_hostile_two *h)
+{
+	t_mx_seen_free(&h->seen);
+	t_mx_stop(&h->mx);
+	t_conn_run_free(h->run);
+	t_conn_message_free(h->m0);
+	t_conn_message_free(h->m1);
+}
+
 /* Nobody bounced, nobody delivered: every recipient deferred (4xx) or
  * left to the owner (0: the conn failed before the message started). */
 static void
@@ -741,18 +779,9 @@ Test(hostile, ehlo_refused_falls_back_to_helo, .fini = t_hostile_fini)
  * the DATA reply, the second is deferred whole, no body is ever sent. */
 Test(hostile, rset_refused_defers_the_next_message, .fini = t_hostile_fini)
 {
-	struct t_mx mx;
-	t_mx_start(&mx, "data-5xx-rset-5xx");
-	struct t_conn_run *run = t_conn_run_new();
-	t_conn_addr(&run->addr, &run->addr_len, 1, mx.port);
-	uint8_t raw[4096];
-	size_t raw_size = t_conn_raw_body(37, 1500, raw, sizeof(raw));
-	struct t_conn_message *m0 = t_conn_message_new(NULL, 2, raw, raw_size);
-	struct t_conn_message *m1 = t_conn_message_new(NULL, 2, raw, raw_size);
-	run->messages[run->message_count++] = m0;
-	run->messages[run->message_count++] = m1;
-	t_conn_run_open(run);
-	t_conn_run_until_closed(run, T_CONN_WAIT_NS);
+	struct t_hostile_two h;
+	t_hostile_two_go(&h, "data-5xx-rset-5xx");
+	const struct t_conn_run *run = h.run;
 	const struct t_conn_event *closed = t_conn_closed(run);
 	cr_assert_eq(closed->reason, ENG_CONN_CLOSE_REJECTED, "reason %s",
 		     eng_conn_close_reason_name(closed->reason));
@@ -760,29 +789,23 @@ Test(hostile, rset_refused_defers_the_next_message, .fini = t_hostile_fini)
 	for (uint32_t i = 0; i < run->event_count; i++) {
 		const struct t_conn_event *e = &run->events[i];
 		cr_assert_neq(e->type, ENG_CONN_EV_MESSAGE_DONE);
-		if (e->type == ENG_CONN_EV_MESSAGE_FAILED && e->message == &m0->message) {
+		if (e->type == ENG_CONN_EV_MESSAGE_FAILED && e->message == &h.m0->message) {
 			cr_assert_eq(e->code, 554, "first message got %u", e->code);
 			cr_assert_not(e->is_local);
 			failed0++;
 		} else if (e->type == ENG_CONN_EV_MESSAGE_FAILED) {
-			cr_assert_eq(e->message, &m1->message);
+			cr_assert_eq(e->message, &h.m1->message);
 			cr_assert_eq(e->code / 100, 4, "second message got %u", e->code);
 			failed1++;
 		} else if (e->type == ENG_CONN_EV_RCPT) {
-			cr_assert_eq(e->message, &m0->message, "RCPT events of the second message");
+			cr_assert_eq(e->message, &h.m0->message, "RCPT events of the second message");
 		}
 	}
 	cr_assert_eq(failed0, 1);
 	cr_assert_eq(failed1, 1);
-	struct t_mx_seen seen;
-	t_mx_seen(&mx, &seen);
-	cr_assert_eq(t_commands_count(&seen, "\"RSET"), 1, "%s", seen.commands);
-	cr_assert_eq(seen.data_size, 0, "no body: %s", seen.commands);
-	t_mx_seen_free(&seen);
-	t_mx_stop(&mx);
-	t_conn_run_free(run);
-	t_conn_message_free(m0);
-	t_conn_message_free(m1);
+	cr_assert_eq(t_commands_count(&h.seen, "\"RSET"), 1, "%s", h.seen.commands);
+	cr_assert_eq(h.seen.data_size, 0, "no body: %s", h.seen.commands);
+	t_hostile_two_end(&h);
 }
 
 /* After a reply to the end of data the transaction is over (RFC 5321
@@ -790,31 +813,16 @@ Test(hostile, rset_refused_defers_the_next_message, .fini = t_hostile_fini)
  * message goes out behind the first one's dot and both are delivered. */
 Test(hostile, no_rset_after_a_delivered_message, .fini = t_hostile_fini)
 {
-	struct t_mx mx;
-	t_mx_start(&mx, "rset-5xx");
-	struct t_conn_run *run = t_conn_run_new();
-	t_conn_addr(&run->addr, &run->addr_len, 1, mx.port);
-	uint8_t raw[4096];
-	size_t raw_size = t_conn_raw_body(37, 1500, raw, sizeof(raw));
-	struct t_conn_message *m0 = t_conn_message_new(NULL, 2, raw, raw_size);
-	struct t_conn_message *m1 = t_conn_message_new(NULL, 2, raw, raw_size);
-	run->messages[run->message_count++] = m0;
-	run->messages[run->message_count++] = m1;
-	t_conn_run_open(run);
-	t_conn_run_until_closed(run, T_CONN_WAIT_NS);
+	struct t_hostile_two h;
+	t_hostile_two_go(&h, "rset-5xx");
+	const struct t_conn_run *run = h.run;
 	cr_assert_eq(t_conn_closed(run)->reason, ENG_CONN_CLOSE_QUIT, "reason %s",
 		     eng_conn_close_reason_name(t_conn_closed(run)->reason));
 	cr_assert_eq(t_conn_count(run, ENG_CONN_EV_MESSAGE_DONE), 2);
 	cr_assert_eq(t_conn_count(run, ENG_CONN_EV_MESSAGE_FAILED), 0);
 	cr_assert_eq(run->pipelined_count, 1);
-	struct t_mx_seen seen;
-	t_mx_seen(&mx, &seen);
-	cr_assert_eq(t_commands_count(&seen, "\"RSET"), 0, "%s", seen.commands);
-	cr_assert_eq(t_commands_count(&seen, "\"MAIL"), 2, "%s", seen.commands);
-	cr_assert_eq(seen.data_size, m0->wire_size + m1->wire_size, "%s", seen.commands);
-	t_mx_seen_free(&seen);
-	t_mx_stop(&mx);
-	t_conn_run_free(run);
-	t_conn_message_free(m0);
-	t_conn_message_free(m1);
+	cr_assert_eq(t_commands_count(&h.seen, "\"RSET"), 0, "%s", h.seen.commands);
+	cr_assert_eq(t_commands_count(&h.seen, "\"MAIL"), 2, "%s", h.seen.commands);
+	cr_assert_eq(h.seen.data_size, h.m0->wire_size + h.m1->wire_size, "%s", h.seen.commands);
+	t_hostile_two_end(&h);
 }

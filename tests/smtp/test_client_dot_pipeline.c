@@ -33,20 +33,30 @@
 static struct t_message message1;
 static struct t_message message2;
 
+/* A session after EHLO (ehlo's capabilities) whose first transaction, for
+ * message1, has gone out; nothing fed yet and the sent bytes forgotten. */
+static struct t_session *
+start_batch(const char *ehlo)
+{
+	struct t_session *t = t_session_new(NULL);
+
+	t_message_init(&message1, SENDER1, 1, BODY1);
+	t_handshake(t, ehlo);
+	cr_assert(smtp_client_start_message(&t->client, &message1.message, t->now_ms));
+	t_flush(t);
+	t->sent_size = 0;
+	return t;
+}
+
 /* Handshake, message1 (one recipient) sent and answered up to its 354:
  * the slot is open, message2 (two recipients) not started yet. */
 static struct t_session *
 start_first(const char *ehlo)
 {
-	struct t_session *t = t_session_new(NULL);
+	struct t_session *t = start_batch(ehlo);
 
 	t->record_slots = true;
-	t_message_init(&message1, SENDER1, 1, BODY1);
 	t_message_init(&message2, SENDER2, 2, BODY2);
-	t_handshake(t, ehlo);
-	cr_assert(smtp_client_start_message(&t->client, &message1.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
 	t_feed(t, "250 ok\r\n250 ok\r\n354 go\r\n");
 	cr_assert_eq(t_next_event(t, SMTP_EV_RCPT)->message, &message1.message);
 	return t;
@@ -377,13 +387,8 @@ Test(smtp_client_dot_pipeline, local_refusal_behind_the_dot_keeps_the_slot)
 
 Test(smtp_client_dot_pipeline, rset_only_after_a_transaction_without_dot_reply)
 {
-	struct t_session *t = t_session_new(NULL);
+	struct t_session *t = start_batch(EHLO_PIPELINING);
 
-	t_message_init(&message1, SENDER1, 1, BODY1);
-	t_handshake(t, EHLO_PIPELINING);
-	cr_assert(smtp_client_start_message(&t->client, &message1.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
 	/* MAIL refused: RCPT and DATA drained, DATA refused. */
 	t_feed(t, "550 5.7.1 sender refused\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no MAIL\r\n");
 	cr_assert_eq(t_next_event(t, SMTP_EV_MESSAGE_FAILED)->code, 550);
@@ -397,13 +402,8 @@ Test(smtp_client_dot_pipeline, rset_only_after_a_transaction_without_dot_reply)
 
 Test(smtp_client_dot_pipeline, no_slot_behind_a_lone_dot)
 {
-	struct t_session *t = t_session_new(NULL);
+	struct t_session *t = start_batch(EHLO_PIPELINING);
 
-	t_message_init(&message1, SENDER1, 1, BODY1);
-	t_handshake(t, EHLO_PIPELINING);
-	cr_assert(smtp_client_start_message(&t->client, &message1.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
 	t_feed(t, "250 ok\r\n550 5.1.1 no\r\n354 go anyway\r\n");
 	t_next_event(t, SMTP_EV_RCPT);
 	t_expect_no_event(t);
