@@ -305,6 +305,23 @@ class Client:
             pass
 
 
+def read_jsonl(path):
+    """The complete JSON lines of a file (a delivery log, a sink's record):
+    [] while it does not exist; a last line still being written is left out."""
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.endswith("\n"):
+                    out.append(json.loads(line))
+    return out
+
+
+def message_id_of(text):
+    m = re.search(r"^Message-ID:\s*(\S+)", text, re.I | re.M)
+    return m.group(1) if m else None
+
+
 def queue_id_of(text):
     m = re.search(r"queued as ([0-9a-fA-F]{26})", text)
     return m.group(1).lower() if m else None

@@ -26,27 +26,17 @@ answers 451 to its recipient's domain (--defer-domain), 250 to others.
 Runs in about 7 s. Usage: test_deliver_attempts.py BUILD_ROOT
 """
 import datetime
-import json
 import os
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import Client, Daemon, _children, build_root, diag, done, ok, wait_for  # noqa: E402
+from daemon_tap import (Client, Daemon, _children, build_root, diag, done, ok,  # noqa: E402
+                        read_jsonl, wait_for)
 
 root = build_root()
 here = os.path.dirname(os.path.abspath(__file__))
-
-
-def read_jsonl(path):
-    out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.endswith("\n"):
-                    out.append(json.loads(line))
-    return out
 
 
 def events(log, rcpt, kind=None):

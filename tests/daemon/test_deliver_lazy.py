@@ -18,14 +18,13 @@ LOAD-03: "the active set in memory stays within its cap").
 
 Usage: test_deliver_lazy.py BUILD_ROOT
 """
-import json
 import os
-import re
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import Daemon, _children, build_root, diag, done, ok, wait_for  # noqa: E402
+from daemon_tap import (Daemon, _children, build_root, diag, done, message_id_of,  # noqa: E402
+                        ok, read_jsonl, wait_for)
 
 root = build_root()
 here = os.path.dirname(os.path.abspath(__file__))
@@ -38,21 +37,6 @@ def load(spool, *args):
     if r.returncode != 0:
         diag(r.stderr.decode(errors="replace"))
     return r.returncode == 0
-
-
-def records(path):
-    out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.endswith("\n"):
-                    out.append(json.loads(line))
-    return out
-
-
-def message_id(text):
-    m = re.search(r"^Message-ID:\s*(\S+)", text, re.I | re.M)
-    return m.group(1) if m else None
 
 
 # ---- 1. a small budget, cross-shard reads, exact bodies ----
@@ -68,7 +52,7 @@ for qid in listing:
     if js is None:
         break
     text = js["headers"] + "\r\n" + js["body"]
-    expected[message_id(text)] = text
+    expected[message_id_of(text)] = text
 ok(len(expected) == COUNT, "%d distinct messages read back with ringmail-spool show"
    % len(expected))
 
@@ -85,10 +69,10 @@ with open(d.conf, "w") as f:
     f.write(conf)
 started = d.start(timeout=180) and bool(d.wait_line(r"ringmail: started", 60))
 ok(started, "the daemon starts with memory_budget = 16M and 2 shards")
-wait_for(lambda: len(records(record)) >= COUNT, 600, 0.2)
+wait_for(lambda: len(read_jsonl(record)) >= COUNT, 600, 0.2)
 ok(d.stop(), "it stops with exit 0")
-got = records(record)
-ids = [message_id(r["body"]) for r in got]
+got = read_jsonl(record)
+ids = [message_id_of(r["body"]) for r in got]
 ok(len(got) == COUNT and len(set(ids)) == COUNT,
    "every message delivered exactly once (%d records, %d distinct)" % (len(got), len(set(ids))))
 bad = [i for r, i in zip(got, ids) if expected.get(i) != r["body"]]

@@ -27,37 +27,13 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import Daemon, _children, build_root, diag, done, ok, wait_for  # noqa: E402
+from daemon_tap import (Daemon, _children, build_root, diag, done, message_id_of,  # noqa: E402
+                        ok, read_jsonl, wait_for)
 
 root = build_root()
 here = os.path.dirname(os.path.abspath(__file__))
 spool_tool = os.path.join(root, "tools", "ringmail-spool")
 COUNT = 20
-
-
-def records(path):
-    out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.endswith("\n"):
-                    out.append(json.loads(line))
-    return out
-
-
-def log_events(path):
-    out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.endswith("\n"):
-                    out.append(json.loads(line))
-    return out
-
-
-def message_id(text):
-    m = re.search(r"^Message-ID:\s*(\S+)", text, re.I | re.M)
-    return m.group(1) if m else None
 
 
 def main():
@@ -71,7 +47,7 @@ def main():
     listing = d.spool_ls()
     victim = sorted(listing)[COUNT // 2]
     victim_js = d.spool_show(victim)
-    victim_id = message_id(victim_js["headers"]) if victim_js else None
+    victim_id = message_id_of(victim_js["headers"]) if victim_js else None
     victim_rcpts = listing[victim].get("recipients", [])
     victim_sender = listing[victim].get("sender")
     diag("victim %s" % json.dumps(listing[victim]))
@@ -105,7 +81,7 @@ def main():
     ok(bool(d.wait_line(r"configuration reloaded", 60, mark)), "SIGHUP turns hold off")
 
     def plain():
-        return [x for x in records(record) if x.get("from")]
+        return [x for x in read_jsonl(record) if x.get("from")]
     wait_for(lambda: len(plain()) >= COUNT - 1, 120, 0.1)
     line = d.wait_line(r"message %s unreadable .*quarantined to (\S+)," % victim, 60, mark)
     ok(bool(line), "stderr: the victim is unreadable and quarantined")
@@ -127,7 +103,7 @@ def main():
         diag("submission failed: %s" % e)
         sent = False
     wait_for(lambda: len(plain()) >= COUNT, 60, 0.1)
-    got = [message_id(x["body"]) for x in plain()]
+    got = [message_id_of(x["body"]) for x in plain()]
     ok(sent and "<after-quarantine@test>" in got, "a message submitted afterwards is delivered")
     others = [i for i in got if i != "<after-quarantine@test>"]
     ok(len(others) == COUNT - 1 and len(set(others)) == COUNT - 1 and victim_id not in others,
@@ -136,15 +112,15 @@ def main():
 
     log = os.path.join(d.dir, "delivery.log")
     wait_for(lambda: any(e["type"] == "Bounce" and e["queue_id"] == victim
-                         for e in log_events(log)), 30, 0.1)
-    mine = [e for e in log_events(log) if e["queue_id"] == victim and e["type"] != "Reception"]
+                         for e in read_jsonl(log)), 30, 0.1)
+    mine = [e for e in read_jsonl(log) if e["queue_id"] == victim and e["type"] != "Reception"]
     ok(len(mine) == max(1, len(victim_rcpts)) and all(
         e["type"] == "Bounce" and e["code"] == 554 and e["enhanced"] == "5.3.0" and
         "quarantined" in (e["text"] or "") for e in mine),
        "delivery log: one Bounce 554 5.3.0 per victim recipient, nothing else (%s)"
        % [(e["type"], e["code"], e["enhanced"]) for e in mine])
-    wait_for(lambda: any(not x.get("from") for x in records(record)), 30, 0.1)
-    dsns = [x for x in records(record) if not x.get("from")]
+    wait_for(lambda: any(not x.get("from") for x in read_jsonl(record)), 30, 0.1)
+    dsns = [x for x in read_jsonl(record) if not x.get("from")]
     ok(len(dsns) == 1 and dsns[0]["rcpts"] == [victim_sender] and
        "5.3.0" in dsns[0]["body"],
        "one DSN (5.3.0) to the victim's sender %s (%s)"
@@ -161,8 +137,8 @@ def main():
     ok(started and re.search(r" 0 recipients to deliver", started),
        "a restart has nothing to deliver (%s)" % (started or "").strip())
     ok(d.stop(), "and stops with exit 0")
-    ok(len(records(record)) == COUNT + 1, "nothing was sent again (%d records)"
-       % len(records(record)))
+    ok(len(read_jsonl(record)) == COUNT + 1, "nothing was sent again (%d records)"
+       % len(read_jsonl(record)))
     sink.terminate()
     sink.wait(timeout=30)
 
