@@ -336,6 +336,50 @@ def _text_of(r):
     return r.stdout.decode(errors="replace").strip()
 
 
+def skip_all(reason):
+    """The whole test is skipped (TAP plan 1..0) and the process exits."""
+    print("1..0 # SKIP %s" % reason, flush=True)
+    sys.exit(0)
+
+
+class LoopSpoolDaemon(Daemon):
+    """Daemon with its spool on a loop mount (LoopFs) and small sizes: one
+    shard, segment_size bytes per segment, reserve bytes of
+    free_space_reserve, 64k journal segments, listener "main" with 256k
+    messages and 10 recipients; delivery held (or refused: the route goes
+    to a closed port) and retried after an hour."""
+
+    def __init__(self, root, name, spool, reserve, segment_size):
+        Daemon.__init__(self, root, name)
+        self.spool = spool
+        self.ports = {"main": free_port()}
+        hold = "hold = yes\n" if self._has_hold() else ""
+        text = ("[engine]\nspool_dir = %s\nshards = 1\n%sfree_space_reserve = %d\n"
+                "segment_size = %d\njournal_segment_size = 64k\nretry_schedule = 1h\n"
+                "delivery_log = %s\n\n[route all]\ndomains = *\nhosts = 127.0.0.1:%d\n\n"
+                "[listener main]\naddress = 127.0.0.1:%d\nmessage_size_limit = 256k\n"
+                "recipients_max = 10\n"
+                % (spool, hold, reserve, segment_size, os.path.join(self.dir, "delivery.log"),
+                   self.sink_port, self.ports["main"]))
+        with open(self.conf, "w") as f:
+            f.write(text)
+
+
+def spool_settled(spool):
+    """The start-up preparations are done: in each log folder (messages,
+    journal) no .prep file and at least 3 segments ready or active (the
+    pool of 2 ready plus the one to become active)."""
+    logs = 0
+    for _, _, files in os.walk(spool):
+        segs = [n for n in files if n.endswith((".ready", ".seg", ".prep"))]
+        if not segs:
+            continue
+        if any(n.endswith(".prep") for n in segs) or len(segs) < 3:
+            return False
+        logs += 1
+    return logs >= 2
+
+
 class LoopFs:
     """A filesystem image of `kind` (ext4 or xfs), size_mib MiB, loop-mounted
     at self.mnt under a new directory in parent (root only: the tests that

@@ -44,13 +44,12 @@ import os
 import shutil
 import signal
 import smtplib
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import (Daemon, LoopFs, build_root, diag, done, free_port, ok,  # noqa: E402
-                        queue_id_of, wait_for)
+from daemon_tap import (LoopFs, LoopSpoolDaemon, _run, build_root, diag, done,  # noqa: E402
+                        ok, queue_id_of, skip_all, spool_settled, wait_for)
 
 MIB = 1 << 20
 IMAGE_MIB = 128
@@ -67,62 +66,17 @@ INJECT_MAX = 2000           # far beyond what the head room holds
 RESUME_MSGS = 60            # after freeing: ~6 segments, more than the ready pool
 
 
-def skip(reason):
-    print("1..0 # SKIP %s" % reason, flush=True)
-    sys.exit(0)
-
-
-def run(args, timeout=120):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=timeout)
-
-
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
 
 def df(path):
-    r = run(["df", "-B1", path], timeout=30)
+    r = _run(["df", "-B1", path], timeout=30)
     return r.stdout.decode(errors="replace").strip()
 
 
 # ---- the daemon, with its spool on the loop filesystem ----------------------
-
-class FullDaemon(Daemon):
-    """daemon_tap.Daemon with the spool on the loop mount and the sizes above
-    (one shard, one listener; delivery held or refused)."""
-
-    def __init__(self, root, spool):
-        Daemon.__init__(self, root, "diskfull")
-        self.spool = spool
-        self.ports = {"main": free_port()}
-        hold = "hold = yes\n" if self._has_hold() else ""
-        text = ("[engine]\nspool_dir = %s\nshards = 1\n%sfree_space_reserve = %d\n"
-                "segment_size = %d\njournal_segment_size = 64k\nretry_schedule = 1h\n"
-                "delivery_log = %s\n\n[route all]\ndomains = *\nhosts = 127.0.0.1:%d\n\n"
-                "[listener main]\naddress = 127.0.0.1:%d\nmessage_size_limit = 256k\n"
-                "recipients_max = 10\n"
-                % (spool, hold, RESERVE, SEGMENT, os.path.join(self.dir, "delivery.log"),
-                   self.sink_port, self.ports["main"]))
-        with open(self.conf, "w") as f:
-            f.write(text)
-
-
-def spool_settled(spool):
-    """The start-up preparations are done: in each log folder (messages,
-    journal) no .prep file and at least 3 segments ready or active (the
-    pool of 2 ready plus the one to become active)."""
-    logs = 0
-    for _, _, files in os.walk(spool):
-        segs = [n for n in files if n.endswith((".ready", ".seg", ".prep"))]
-        if not segs:
-            continue
-        if any(n.endswith(".prep") for n in segs) or len(segs) < 3:
-            return False
-        logs += 1
-    return logs >= 2
-
 
 # ---- SMTP -------------------------------------------------------------------
 
@@ -208,10 +162,10 @@ def spool_has(d, acked, sample=None):
 def main():
     root = build_root()
     if os.geteuid() != 0:
-        skip("needs root (loop mount)")
+        skip_all("needs root (loop mount)")
     for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
         if shutil.which(tool) is None:
-            skip("%s not found" % tool)
+            skip_all("%s not found" % tool)
     fs = LoopFs(root, "ext4", IMAGE_MIB)
     d = None
 
@@ -225,10 +179,10 @@ def main():
     why = fs.setup()
     if why is not None:
         fs.cleanup()
-        skip(why)
+        skip_all(why)
 
     spool = os.path.join(fs.mnt, "spool")
-    d = FullDaemon(root, spool)
+    d = LoopSpoolDaemon(root, "diskfull", spool, RESERVE, SEGMENT)
     if not ok(d.start(), "daemon starts with its spool on a %d MiB ext4 loop mount" % IMAGE_MIB):
         done()
     port = d.ports["main"]
@@ -352,7 +306,7 @@ def main():
     ok(not missing and not wrong and len(everything) == len(acked) + len(resumed),
        "offline: all %d acknowledged messages in the spool with their bodies "
        "(missing %d, wrong %d)" % (len(everything), len(missing), len(wrong)))
-    verify = run([d.spool_tool, "-d", spool, "verify"], timeout=300)
+    verify = _run([d.spool_tool, "-d", spool, "verify"], timeout=300)
     ok(verify.returncode == 0, "ringmail-spool verify: exit %d" % verify.returncode)
     if verify.returncode != 0:
         diag(verify.stdout.decode(errors="replace")[-2000:])

@@ -27,8 +27,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import (Client, Daemon, LoopFs, build_root, diag, done, free_port, ok,  # noqa: E402
-                        queue_id_of, wait_for)
+from daemon_tap import (Client, LoopFs, LoopSpoolDaemon, build_root, diag, done,  # noqa: E402
+                        ok, queue_id_of, skip_all, spool_settled, wait_for)
 
 MIB = 1 << 20
 IMAGE_MIB = 48
@@ -37,46 +37,9 @@ SEGMENT = 1 * MIB
 THRESHOLD = RESERVE + SEGMENT
 
 
-def skip(reason):
-    print("1..0 # SKIP %s" % reason, flush=True)
-    sys.exit(0)
-
-
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-class SmallDaemon(Daemon):
-    """Daemon with its spool on the loop mount: one shard, the sizes above."""
-
-    def __init__(self, root, spool):
-        Daemon.__init__(self, root, "backpressure")
-        self.spool = spool
-        self.ports = {"main": free_port()}
-        hold = "hold = yes\n" if self._has_hold() else ""
-        text = ("[engine]\nspool_dir = %s\nshards = 1\n%sfree_space_reserve = %d\n"
-                "segment_size = %d\njournal_segment_size = 64k\nretry_schedule = 1h\n"
-                "delivery_log = %s\n\n[route all]\ndomains = *\nhosts = 127.0.0.1:%d\n\n"
-                "[listener main]\naddress = 127.0.0.1:%d\nmessage_size_limit = 256k\n"
-                "recipients_max = 10\n"
-                % (spool, hold, RESERVE, SEGMENT, os.path.join(self.dir, "delivery.log"),
-                   self.sink_port, self.ports["main"]))
-        with open(self.conf, "w") as f:
-            f.write(text)
-
-
-def spool_settled(spool):
-    """Start-up segment preparations done: no .prep file, 3+ segments per log."""
-    logs = 0
-    for _, _, files in os.walk(spool):
-        segs = [n for n in files if n.endswith((".ready", ".seg", ".prep"))]
-        if not segs:
-            continue
-        if any(n.endswith(".prep") for n in segs) or len(segs) < 3:
-            return False
-        logs += 1
-    return logs >= 2
 
 
 def send_message(c, tag):
@@ -106,10 +69,10 @@ def mail_until(c, want, timeout):
 
 
 if os.geteuid() != 0:
-    skip("needs root (loop mount)")
+    skip_all("needs root (loop mount)")
 for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
     if shutil.which(tool) is None:
-        skip("%s not installed" % tool)
+        skip_all("%s not installed" % tool)
 
 root = build_root()
 fs = LoopFs(root, "ext4", IMAGE_MIB)
@@ -119,9 +82,9 @@ for signo in (signal.SIGTERM, signal.SIGINT):
 why = fs.setup()
 if why is not None:
     fs.cleanup()
-    skip(why)
+    skip_all(why)
 
-d = SmallDaemon(root, os.path.join(fs.mnt, "spool"))
+d = LoopSpoolDaemon(root, "backpressure", os.path.join(fs.mnt, "spool"), RESERVE, SEGMENT)
 if not ok(d.start(), "daemon starts with its spool on a %d MiB ext4 image" % IMAGE_MIB):
     done()
 port = d.ports["main"]

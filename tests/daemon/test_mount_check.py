@@ -33,27 +33,13 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_tap import (Daemon, LoopFs, _children, build_root, diag, done, free_port,  # noqa: E402
-                        ok, queue_id_of, wait_for)
+from daemon_tap import (Daemon, LoopFs, _children, _run, _text_of, build_root, diag,  # noqa: E402
+                        done, free_port, ok, queue_id_of, skip_all, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
 MESSAGES = 5
 WARNING = "durability is not guaranteed"
-
-
-def skip(reason):
-    print("1..0 # SKIP %s" % reason, flush=True)
-    sys.exit(0)
-
-
-def run(args, timeout=120):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=timeout)
-
-
-def text_of(r):
-    return r.stdout.decode(errors="replace").strip()
 
 
 class Sink:
@@ -153,10 +139,10 @@ def run_round(root, name, fs, sink, expect_warning, label):
 def main():
     root = build_root()
     if os.geteuid() != 0:
-        skip("needs root (loop mount)")
+        skip_all("needs root (loop mount)")
     for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
         if shutil.which(tool) is None:
-            skip("%s not found" % tool)
+            skip_all("%s not found" % tool)
     filesystems = []
 
     def cleanup():
@@ -174,7 +160,7 @@ def main():
     filesystems.append(ext4)
     why = ext4.setup()
     if why is not None:
-        skip(why)
+        skip_all(why)
     work = tempfile.mkdtemp(prefix="mount-sink-", dir=root)
     sink = Sink(work)
     if not ok(sink.port > 0, "rec_sink listens"):
@@ -195,11 +181,11 @@ def main():
         if ok(why is None, "xfs image made and mounted (%s)" % why):
             d = run_round(root, "xfs", xfs, sink, False, "xfs")
             if d is not None:
-                r = run([d.spool_tool, "-d", d.spool, "verify"], timeout=120)
+                r = _run([d.spool_tool, "-d", d.spool, "verify"], timeout=120)
                 ok(r.returncode == 0, "xfs: ringmail-spool verify passes (exit %d)"
                    % r.returncode)
                 if r.returncode != 0:
-                    diag(text_of(r)[-2000:])
+                    diag(_text_of(r)[-2000:])
             xfs.umount()
             why = xfs.mount("nobarrier")
             diag("xfs -o nobarrier: %s" % (why or "accepted by this kernel"))
