@@ -173,6 +173,18 @@ t_handshake(struct t_session *t, const char *ehlo_reply)
 	cr_assert(smtp_client_is_idle(&t->client));
 }
 
+struct t_session *
+t_session_started(const char *ehlo_reply, const struct t_message *m)
+{
+	struct t_session *t = t_session_new(NULL);
+
+	t_handshake(t, ehlo_reply);
+	cr_assert(smtp_client_start_message(&t->client, &m->message, t->now_ms));
+	t_flush(t);
+	t->sent_size = 0;
+	return t;
+}
+
 void
 t_message_init(struct t_message *m, const char *sender, uint32_t count, const char *body)
 {

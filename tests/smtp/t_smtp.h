@@ -83,6 +83,11 @@ void t_expect_no_event(struct t_session *t);
 /* Greeting and EHLO answered with ehlo_reply; READY taken. */
 void t_handshake(struct t_session *t, const char *ehlo_reply);
 
+/* A new session (default config) after t_handshake(ehlo_reply) whose
+ * transaction for m has gone out (its first batch, or MAIL lock-step):
+ * nothing fed yet, the sent bytes forgotten. */
+struct t_session *t_session_started(const char *ehlo_reply, const struct t_message *m);
+
 /* Message from sender to count recipients r0@rcpt.example ... */
 void t_message_init(struct t_message *m, const char *sender, uint32_t count, const char *body);
 

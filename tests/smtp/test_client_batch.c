@@ -30,14 +30,8 @@ static struct t_message message;
 static struct t_session *
 start(uint32_t count, const char *ehlo)
 {
-	struct t_session *t = t_session_new(NULL);
-
-	t_handshake(t, ehlo);
 	t_message_init(&message, SENDER, count, BODY);
-	cr_assert(smtp_client_start_message(&t->client, &message.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
-	return t;
+	return t_session_started(ehlo, &message);
 }
 
 /* text in two feeds cut at split (0 or len: one feed). */

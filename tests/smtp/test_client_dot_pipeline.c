@@ -38,14 +38,8 @@ static struct t_message message2;
 static struct t_session *
 start_batch(const char *ehlo)
 {
-	struct t_session *t = t_session_new(NULL);
-
 	t_message_init(&message1, SENDER1, 1, BODY1);
-	t_handshake(t, ehlo);
-	cr_assert(smtp_client_start_message(&t->client, &message1.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
-	return t;
+	return t_session_started(ehlo, &message1);
 }
 
 /* Handshake, message1 (one recipient) sent and answered up to its 354:

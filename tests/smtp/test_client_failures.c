@@ -24,14 +24,8 @@ static struct t_message message;
 static struct t_session *
 start_pipelined(uint32_t count)
 {
-	struct t_session *t = t_session_new(NULL);
-
-	t_handshake(t, EHLO_PIPELINING);
 	t_message_init(&message, SENDER, count, BODY);
-	cr_assert(smtp_client_start_message(&t->client, &message.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
-	return t;
+	return t_session_started(EHLO_PIPELINING, &message);
 }
 
 /* The message failed with code (local or not), then ERROR error, CLOSED. */
@@ -394,13 +388,10 @@ Test(smtp_client_reject, mail_rejected_then_rcpt_accepted_is_nonsense)
 
 Test(smtp_client_reject, mail_rejected_lockstep)
 {
-	struct t_session *t = t_session_new(NULL);
+	struct t_session *t;
 
-	t_handshake(t, EHLO_LOCKSTEP);
 	t_message_init(&message, SENDER, 3, BODY);
-	cr_assert(smtp_client_start_message(&t->client, &message.message, t->now_ms));
-	t_flush(t);
-	t->sent_size = 0;
+	t = t_session_started(EHLO_LOCKSTEP, &message);
 	t_feed(t, "451 4.3.0 try later\r\n");
 	cr_assert_eq(t_next_event(t, SMTP_EV_MESSAGE_FAILED)->code, 451);
 	t_next_event(t, SMTP_EV_READY);
