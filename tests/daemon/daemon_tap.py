@@ -342,6 +342,16 @@ def skip_all(reason):
     sys.exit(0)
 
 
+def skip_unless_loop_mount():
+    """Skip the whole test unless it can loop-mount an ext4 image: root and
+    losetup, mkfs.ext4, mount, umount on the PATH (LoopFs needs them)."""
+    if os.geteuid() != 0:
+        skip_all("needs root (loop mount)")
+    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None:
+            skip_all("%s not found" % tool)
+
+
 class LoopSpoolDaemon(Daemon):
     """Daemon with its spool on a loop mount (LoopFs) and small sizes: one
     shard, segment_size bytes per segment, reserve bytes of

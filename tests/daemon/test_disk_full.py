@@ -41,7 +41,6 @@ Usage: test_disk_full.py BUILD_ROOT
 import atexit
 import concurrent.futures
 import os
-import shutil
 import signal
 import smtplib
 import sys
@@ -49,7 +48,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_tap import (LoopFs, LoopSpoolDaemon, _run, build_root, diag, done,  # noqa: E402
-                        ok, queue_id_of, skip_all, spool_settled, wait_for)
+                        ok, queue_id_of, skip_all, skip_unless_loop_mount, spool_settled, wait_for)
 
 MIB = 1 << 20
 IMAGE_MIB = 128
@@ -161,11 +160,7 @@ def spool_has(d, acked, sample=None):
 
 def main():
     root = build_root()
-    if os.geteuid() != 0:
-        skip_all("needs root (loop mount)")
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
-        if shutil.which(tool) is None:
-            skip_all("%s not found" % tool)
+    skip_unless_loop_mount()
     fs = LoopFs(root, "ext4", IMAGE_MIB)
     d = None
 

@@ -20,7 +20,6 @@ failure. Usage: test_inject_backpressure.py BUILD_ROOT
 """
 import atexit
 import os
-import shutil
 import signal
 import smtplib
 import sys
@@ -28,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_tap import (Client, LoopFs, LoopSpoolDaemon, build_root, diag, done,  # noqa: E402
-                        ok, queue_id_of, skip_all, spool_settled, wait_for)
+                        ok, queue_id_of, skip_all, skip_unless_loop_mount, spool_settled, wait_for)
 
 MIB = 1 << 20
 IMAGE_MIB = 48
@@ -68,11 +67,7 @@ def mail_until(c, want, timeout):
     return last[0]
 
 
-if os.geteuid() != 0:
-    skip_all("needs root (loop mount)")
-for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
-    if shutil.which(tool) is None:
-        skip_all("%s not installed" % tool)
+skip_unless_loop_mount()
 
 root = build_root()
 fs = LoopFs(root, "ext4", IMAGE_MIB)

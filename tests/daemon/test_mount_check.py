@@ -34,7 +34,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_tap import (Daemon, LoopFs, _children, _run, _text_of, build_root, diag,  # noqa: E402
-                        done, free_port, ok, queue_id_of, skip_all, wait_for)
+                        done, free_port, ok, queue_id_of, skip_all, skip_unless_loop_mount,
+                        wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
@@ -138,11 +139,7 @@ def run_round(root, name, fs, sink, expect_warning, label):
 
 def main():
     root = build_root()
-    if os.geteuid() != 0:
-        skip_all("needs root (loop mount)")
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
-        if shutil.which(tool) is None:
-            skip_all("%s not found" % tool)
+    skip_unless_loop_mount()
     filesystems = []
 
     def cleanup():
