@@ -97,7 +97,7 @@ EOF
 # ringmail WORKLOAD: load, start, wait for every Delivery line. Sets
 # RM_TOTAL_S, RM_PHASE_S, RM_CPU_S, RM_OK.
 ringmail_run() {
-	local domains="$1" sinks="$2" per_domain="$3" node="$4" port i t0 t1 dpid n first=0 now
+	local domains="$1" sinks="$2" per_domain="$3" node="$4" port i t0 t1 dpid first=0
 	port=$(bench_free_port)
 	rm -rf spool delivery.log
 	"$spool_tool" -d spool load --shards "$shards" --count "$count" --size "$size" \
@@ -108,24 +108,18 @@ ringmail_run() {
 	t0=$(now_ns)
 	"$ringmail" -c bench.conf 2>daemon.err &
 	dpid=$!
+	bench_follow_start delivery.log "$count" "$dpid"
 	RM_OK=0
-	for i in $(seq 1 6000); do
-		n=$(delivered delivery.log)
-		n=${n:-0}
-		now=$(now_ns)
-		[ "$first" = 0 ] && [ "$n" -gt 0 ] && first=$now
-		if [ "$n" -ge "$count" ]; then
-			RM_OK=1
-			break
-		fi
-		kill -0 "$dpid" 2>/dev/null || break
-		sleep 0.05
-	done
+	if bench_follow_wait first "$dpid" 300; then
+		first=$(now_ns)
+		bench_follow_wait done "$dpid" 300 && RM_OK=1
+	fi
 	t1=$(now_ns)
 	RM_CPU_S=$(bench_cpu_s "$dpid")
 	kill -TERM "$dpid" 2>/dev/null
 	wait "$dpid" 2>/dev/null
 	bench_stop_tracked
+	bench_follow_stop
 	RM_TOTAL_S=$(bench_seconds "$t0" "$t1")
 	[ "$first" = 0 ] && first=$t1
 	RM_PHASE_S=$(bench_seconds "$first" "$t1")

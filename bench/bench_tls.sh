@@ -82,7 +82,7 @@ EOF
 # Sets P_RATE, P_CPU_S, P_OK, P_TLS_USED and the sink's P_FULL, P_RESUMED,
 # P_ERRORS, P_SINK_MESSAGES.
 run_phase() {
-	local name="$1" messages="$2" per_conn="$3" tls="$4" text="$5" port i t1 dpid n first=0 now spid
+	local name="$1" messages="$2" per_conn="$3" tls="$4" text="$5" port t1 dpid first=0 spid
 	shift 5
 	port=$(bench_free_port)
 	rm -rf spool delivery.log "sink-$name.json"
@@ -96,24 +96,18 @@ run_phase() {
 	sync
 	"$ringmail" -c "$name.conf" 2>"daemon-$name.err" &
 	dpid=$!
+	bench_follow_start delivery.log "$messages" "$dpid"
 	P_OK=0
-	for i in $(seq 1 12000); do
-		n=$(delivered delivery.log)
-		n=${n:-0}
-		now=$(now_ns)
-		[ "$first" = 0 ] && [ "$n" -gt 0 ] && first=$now
-		if [ "$n" -ge "$messages" ]; then
-			P_OK=1
-			break
-		fi
-		kill -0 "$dpid" 2>/dev/null || break
-		sleep 0.05
-	done
+	if bench_follow_wait first "$dpid" 300; then
+		first=$(now_ns)
+		bench_follow_wait done "$dpid" 300 && P_OK=1
+	fi
 	t1=$(now_ns)
 	P_CPU_S=$(bench_cpu_s "$dpid")
 	kill -TERM "$dpid" 2>/dev/null
 	wait "$dpid" 2>/dev/null
 	bench_stop_tracked
+	bench_follow_stop
 	[ "$first" = 0 ] && first=$t1
 	P_RATE=$(bench_ratio "$messages" "$(bench_seconds "$first" "$t1")")
 	P_TLS_USED=$(grep -c '"used":true' delivery.log 2>/dev/null || true)
