@@ -69,11 +69,20 @@
 /* Mails popped per loop turn (the rest wait for the next turn). */
 #define ENG_DELIVER_MAIL_TURN_MAX 4096u
 /* Bodies read back (or being read) ahead of the connections, per shard,
- * at most: the budget is the real bound; this one caps the count when
- * bodies are tiny. Every destination gets its share of queued jobs, so a
- * connection carries several messages (1000 domains need more than a
- * window of a few hundred). */
+ * at most: the per-destination window and the budget are the real
+ * bounds; this one caps the count when bodies are tiny and destinations
+ * many. */
 #define ENG_DELIVER_PREFETCH_MAX 65536u
+/* Read-ahead per destination: bodies read back (or being read) for its
+ * jobs, at most BASE + PER_CONN x its connections (open or opening). A
+ * connection has at most two messages in flight and a read takes well
+ * under a round trip, so a few per connection keep it fed; due jobs past
+ * the window wait, parked without a body, on their destination. Without
+ * it, read-ahead in heap order fills the budget with bodies of
+ * destinations that have no connection (1000 domains, 40 connections),
+ * and every one of those pages is a fresh fault. */
+#define ENG_DELIVER_DEST_WINDOW_BASE 4u
+#define ENG_DELIVER_DEST_WINDOW_PER_CONN 8u
 /* Reads in flight per shard (the SQ has room for the rest of the loop). */
 #define ENG_DELIVER_READS_MAX 128u
 /* Read-back buffers up to this size come from the shard's pool and go
@@ -169,6 +178,15 @@ struct eng_deliver_dest {
 	uint32_t mx_failures;		  /* connect failures in a row */
 	uint64_t mx_expires_ns;		  /* monotonic */
 	struct eng_deliver_job *dns_wait; /* jobs parked until the lookup ends */
+	/* Read-ahead (ENG_DELIVER_DEST_WINDOW_*): this destination's jobs
+	 * with a load, and due jobs without a body waiting for room, oldest
+	 * first (linked by retry_next). */
+	uint32_t loads_held;
+	uint32_t parked_count;
+	struct eng_deliver_job *parked_head;
+	struct eng_deliver_job *parked_tail;
+	bool is_unpark_listed;		     /* on eng_deliver.unpark_head */
+	struct eng_deliver_dest *unpark_next;
 	struct eng_deliver_mx_addr mx_addrs[ENG_DELIVER_MX_ADDRS_MAX];
 	char mx_hosts[ENG_DNS_MX_MAX][ENG_DNS_NAME_SIZE];
 	/* XXX: about 9 KiB per destination; allocate it per lookup (or
@@ -190,7 +208,7 @@ enum eng_deliver_body {
 /* A message's recipients of one domain, sent as one transaction. */
 struct eng_deliver_job {
 	struct eng_job job;
-	struct eng_deliver_job *retry_next; /* new list, outboxes, DNS wait, loaded */
+	struct eng_deliver_job *retry_next; /* new list, outboxes, DNS wait, loaded, parked */
 	struct eng_deliver_msg *msg;
 	enum eng_deliver_body body_state;
 	struct eng_deliver_load *load; /* LOADING, LOADED */
@@ -347,6 +365,9 @@ struct eng_deliver {
 	uint32_t prefetch_max;	/* loads held at most (LOADING + LOADED jobs) */
 	uint32_t loads_held;	/* jobs of this shard with a load */
 	uint32_t loads_out;	/* of which the read is not back yet */
+	/* Destinations with parked jobs and room in their window. */
+	struct eng_deliver_dest *unpark_head;
+	struct eng_deliver_dest *unpark_tail;
 	/* Idle read-back buffers of ENG_DELIVER_READ_POOL_BUF_SIZE bytes,
 	 * block aligned; only this shard's thread takes and returns them. */
 	void *read_pool[ENG_DELIVER_READ_POOL_MAX];
@@ -575,6 +596,66 @@ eng_deliver_read_buf_put(struct eng_deliver *d, void *buf, uint32_t size)
 	free(buf);
 }
 
+/* ---- read-ahead per destination ---- */
+
+static uint32_t
+eng_deliver_dest_window(const struct eng_deliver_dest *e)
+{
+	uint64_t window = ENG_DELIVER_DEST_WINDOW_BASE +
+			  (uint64_t)ENG_DELIVER_DEST_WINDOW_PER_CONN * e->dest.connections.used;
+	return (uint32_t)ENG_MIN(window, (uint64_t)UINT32_MAX);
+}
+
+static bool
+eng_deliver_dest_has_room(const struct eng_deliver_dest *e)
+{
+	return e->loads_held < eng_deliver_dest_window(e);
+}
+
+/* e may have room for a parked job now (a load ended, a connection
+ * opened): list it, its parked jobs are read next turn. */
+static void
+eng_deliver_unpark_note(struct eng_deliver *d, struct eng_deliver_dest *e)
+{
+	if (e->parked_head == NULL || e->is_unpark_listed || !eng_deliver_dest_has_room(e))
+		return;
+	e->is_unpark_listed = true;
+	e->unpark_next = NULL;
+	if (d->unpark_tail != NULL)
+		d->unpark_tail->unpark_next = e;
+	else
+		d->unpark_head = e;
+	d->unpark_tail = e;
+}
+
+static void
+eng_deliver_park(struct eng_deliver_dest *e, struct eng_deliver_job *job)
+{
+	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_NONE && job->dest == e);
+	job->retry_next = NULL;
+	if (e->parked_tail != NULL)
+		e->parked_tail->retry_next = job;
+	else
+		e->parked_head = job;
+	e->parked_tail = job;
+	e->parked_count++;
+}
+
+static struct eng_deliver_job *
+eng_deliver_unpark(struct eng_deliver_dest *e)
+{
+	struct eng_deliver_job *job = e->parked_head;
+	if (job == NULL)
+		return NULL;
+	ENG_ASSERT(e->parked_count > 0);
+	e->parked_head = job->retry_next;
+	if (e->parked_head == NULL)
+		e->parked_tail = NULL;
+	e->parked_count--;
+	job->retry_next = NULL;
+	return job;
+}
+
 /* The job no longer holds a body (a SHARED hold or a load read back, on
  * the job's owner shard); NONE: read back before its next attempt. */
 static void
@@ -588,6 +669,10 @@ eng_deliver_job_drop_body(struct eng_deliver_job *job)
 		struct eng_deliver *owner = load->owner;
 		ENG_ASSERT(owner->loads_held > 0);
 		owner->loads_held--;
+		struct eng_deliver_dest *e = job->dest;
+		ENG_ASSERT(e != NULL && e->loads_held > 0);
+		e->loads_held--;
+		eng_deliver_unpark_note(owner, e);
 		eng_deliver_body_uncharge(owner->body_bytes, load->charge);
 		eng_deliver_read_buf_put(owner, load->read.buf, load->read.buf_size);
 		free(load->read.rcpts);
@@ -1737,6 +1822,47 @@ eng_deliver_mx_fall_over(struct eng_deliver_dest *e, uint32_t failed_index)
  * ("451 4.4.1 127.0.0.1: connection refused"). Jobs whose outcomes cannot
  * be reserved stay queued for the next connection.
  */
+/*
+ * The destination's parked jobs share the fate of its queued ones: due
+ * now, they are deferred with the same status without being read back
+ * (not left to trickle through one failed connection per window). One
+ * that would expire on this deferral stays parked: it is read back and
+ * expires on a real attempt, its DSN quoting the headers.
+ */
+static void
+eng_deliver_defer_parked(struct eng_deliver *d, struct eng_deliver_dest *dest,
+			 const struct smtp_status *status)
+{
+	if (d->is_stopping)
+		return; /* freed at the end, live in the spool */
+	uint64_t lifetime_ns = (*d->config)->engine.max_queue_lifetime_ns;
+	uint64_t now_ns = eng_clock_realtime_ns();
+	struct eng_deliver_job *keep_head = NULL;
+	struct eng_deliver_job *keep_tail = NULL;
+	uint32_t kept = 0;
+	for (uint32_t guard = dest->parked_count; guard > 0; guard--) {
+		struct eng_deliver_job *job = dest->parked_head;
+		bool expires = lifetime_ns > 0 && job->msg->created_ns + lifetime_ns < now_ns;
+		if (!expires && !eng_deliver_reserve(d, job))
+			break; /* the pool frees up with acks; the rest stay parked */
+		(void)eng_deliver_unpark(dest);
+		if (expires) {
+			eng_deliver_job_append(&keep_head, &keep_tail, job);
+			kept++;
+			continue;
+		}
+		eng_deliver_job_defer(d, job, status);
+	}
+	if (keep_head == NULL)
+		return;
+	/* Back in front, in their order. */
+	keep_tail->retry_next = dest->parked_head;
+	if (dest->parked_head == NULL)
+		dest->parked_tail = keep_tail;
+	dest->parked_head = keep_head;
+	dest->parked_count += kept;
+}
+
 static void
 eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, const char *host,
 			 const struct eng_conn_event *event)
@@ -1774,6 +1900,7 @@ eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, c
 		}
 		eng_deliver_job_defer(d, job, &status);
 	}
+	eng_deliver_defer_parked(d, dest, &status);
 }
 
 /* ---- outbound TLS policy ---- */
@@ -2384,6 +2511,7 @@ eng_deliver_load_start(struct eng_deliver *d, struct eng_deliver_job *job)
 	eng_deliver_body_charge(d->body_bytes, load->charge);
 	d->loads_held++;
 	d->loads_out++;
+	job->dest->loads_held++;
 	job->load = load;
 	job->body_state = ENG_DELIVER_BODY_LOADING;
 	uint32_t writer = msg->location.shard;
@@ -2477,13 +2605,40 @@ eng_deliver_run_loaded(struct eng_deliver *d)
 	}
 }
 
+/* Parked jobs of the listed destinations, oldest destination first, start
+ * their reads while each has room and the shard's prefetch window and
+ * budget allow (then the rest wait for reads to come back). */
+static void
+eng_deliver_run_unparked(struct eng_deliver *d)
+{
+	while (d->unpark_head != NULL) {
+		struct eng_deliver_dest *e = d->unpark_head;
+		ENG_ASSERT(e->is_unpark_listed);
+		for (uint32_t guard = e->parked_count; guard > 0; guard--) {
+			if (e->parked_head == NULL || !eng_deliver_dest_has_room(e))
+				break;
+			if (!eng_deliver_may_load(d, e->parked_head))
+				return;
+			eng_deliver_load_start(d, eng_deliver_unpark(e));
+		}
+		d->unpark_head = e->unpark_next;
+		if (d->unpark_head == NULL)
+			d->unpark_tail = NULL;
+		e->unpark_next = NULL;
+		e->is_unpark_listed = false;
+	}
+}
+
 /* Due jobs leave the heap in next-attempt order: those with a body are
- * routed, the others start a read back while the prefetch window and the
- * budget allow (the rest wait for reads to come back). */
+ * routed; the others start a read back while their destination's window
+ * has room (else they park on it, behind its older parked jobs) and the
+ * shard's prefetch window and budget allow (else the rest wait for reads
+ * to come back). */
 static void
 eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
 {
 	eng_deliver_run_loaded(d);
+	eng_deliver_run_unparked(d);
 	/* Bounded by the count on entry: a push during routing is due later
 	 * or is met again next turn. */
 	for (uint32_t guard = eng_heap_count(&d->retry); guard > 0; guard--) {
@@ -2492,8 +2647,17 @@ eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
 		if (!eng_heap_peek(&d->retry, &key, &top) || key > now_ns)
 			return;
 		struct eng_deliver_job *job = top;
-		if (job->body_state == ENG_DELIVER_BODY_NONE && !eng_deliver_may_load(d, job))
-			return;
+		if (job->body_state == ENG_DELIVER_BODY_NONE) {
+			struct eng_deliver_dest *e = job->dest;
+			ENG_ASSERT(e != NULL);
+			if (e->parked_head != NULL || !eng_deliver_dest_has_room(e)) {
+				(void)eng_heap_pop(&d->retry);
+				eng_deliver_park(e, job);
+				continue;
+			}
+			if (!eng_deliver_may_load(d, job))
+				return;
+		}
 		(void)eng_heap_pop(&d->retry);
 		if (job->body_state == ENG_DELIVER_BODY_NONE)
 			eng_deliver_load_start(d, job);
@@ -2519,7 +2683,8 @@ eng_deliver_reclaim_idle(struct eng_deliver *d, const struct eng_deliver_dest *f
 		return;
 	for (uint32_t i = 0; i < d->slot_count; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
-		if (!slot->is_idle || slot->dest == for_dest)
+		/* Idle with parked jobs: only waiting for their reads. */
+		if (!slot->is_idle || slot->dest == for_dest || slot->dest->parked_head != NULL)
 			continue;
 		eng_deliver_slot_unidle(slot);
 		slot->is_reclaimed = true;
@@ -2550,6 +2715,7 @@ eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *w
 			if (open != ENG_DEST_OPEN_NOW)
 				break;
 			eng_deliver_open(d, e);
+			eng_deliver_unpark_note(d, e); /* a wider window */
 		}
 	}
 }
@@ -3066,6 +3232,12 @@ eng_deliver_free_jobs(struct eng_deliver *d)
 			job = after;
 		}
 		e->dns_wait = NULL;
+		for (uint32_t guard = e->parked_count; guard > 0; guard--) {
+			struct eng_deliver_job *job = eng_deliver_unpark(e);
+			job->reserved = 0;
+			eng_deliver_job_free(job);
+		}
+		ENG_ASSERT(e->parked_head == NULL);
 		for (struct eng_job *j = e->dest.head; j != NULL;) {
 			struct eng_job *after = j->next;
 			struct eng_deliver_job *job =
