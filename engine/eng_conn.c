@@ -822,11 +822,33 @@ eng_conn_on_send(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 
 /* ---- deadline timer ----------------------------------------------------- */
 
+/* The shortest reply timeout of the session (Postfix's RSET 20 s with
+ * the defaults); at least 1 ms. */
+static uint64_t
+eng_conn_timer_tick_ms(const struct eng_conn *conn)
+{
+	const struct smtp_client_timeouts *t = &conn->config.timeouts;
+	uint32_t all[] = { t->greeting_ms, t->helo_ms, t->rset_ms,	 t->mail_ms, t->rcpt_ms,
+			   t->data_ms,	   t->data_block_ms, t->dot_ms, t->quit_ms };
+	uint32_t tick = UINT32_MAX;
+	for (uint32_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		tick = ENG_MIN(tick, all[i]);
+	return ENG_MAX(tick, 1u);
+}
+
 /*
- * Keep one timer in flight for smtp_client_deadline_ms(). A later deadline
- * leaves the timer alone: when it fires, smtp_client_timeout() calls it
- * stale and the timer is re-armed. An earlier one cancels it; the
- * cancellation's completion re-arms.
+ * Keep one timer in flight for smtp_client_deadline_ms(), armed for the
+ * deadline or one tick (the shortest reply timeout) from now, whichever
+ * comes first. A deadline is always set at least one tick after the
+ * moment it is set, so one set later never falls before the timer:
+ * moving from the dot's 10 minutes to MAIL's 5 and DATA's 2 needs no
+ * cancellation. (A cancellation costs the kernel a walk of the ring's
+ * timeout list with interrupts off: 8.6% of the daemon's samples in the
+ * 1000-domain end-to-end benchmark, one or two per message.) A timer that
+ * fires before the deadline is stale (smtp_client_timeout() says so) and
+ * is re-armed: at most one wake-up per tick per connection. Only a
+ * deadline earlier than the timer in flight (shorter timeouts from a
+ * reload) cancels it; the cancellation's completion re-arms.
  */
 static void
 eng_conn_timer_arm(struct eng_conn *conn)
@@ -849,6 +871,7 @@ eng_conn_timer_arm(struct eng_conn *conn)
 	}
 	uint64_t now_ms = eng_conn_now_ms();
 	uint64_t delay_ms = deadline_ms > now_ms ? deadline_ms - now_ms : 0;
+	delay_ms = ENG_MIN(delay_ms, eng_conn_timer_tick_ms(conn));
 	int ret = ring_prep_timeout(conn->ring, &conn->timer_op, delay_ms * ENG_CONN_NS_PER_MS);
 	if (ret < 0) {
 		eng_conn_lost(conn, ENG_CONN_CLOSE_LOCAL_ERROR, -ret);
@@ -856,7 +879,7 @@ eng_conn_timer_arm(struct eng_conn *conn)
 	}
 	conn->ops_in_flight++;
 	conn->stats.timers_armed_count++;
-	conn->timer_deadline_ms = deadline_ms;
+	conn->timer_deadline_ms = now_ms + delay_ms;
 }
 
 static void
