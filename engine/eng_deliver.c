@@ -187,6 +187,8 @@ struct eng_deliver_dest {
 	struct eng_deliver_job *parked_tail;
 	bool is_unpark_listed;		     /* on eng_deliver.unpark_head */
 	struct eng_deliver_dest *unpark_next;
+	bool is_busy_listed; /* on eng_deliver.busy_head */
+	struct eng_deliver_dest *busy_next;
 	struct eng_deliver_mx_addr mx_addrs[ENG_DELIVER_MX_ADDRS_MAX];
 	char mx_hosts[ENG_DNS_MX_MAX][ENG_DNS_NAME_SIZE];
 	/* XXX: about 9 KiB per destination; allocate it per lookup (or
@@ -350,6 +352,12 @@ struct eng_deliver {
 	struct eng_deliver_slot *free_slots;
 	uint32_t slots_open;
 	uint32_t reclaims_pending; /* is_reclaimed slots not yet CLOSED */
+	uint32_t idle_slots;	   /* slots with is_idle */
+	/* run_idle has work only when a job was queued since its last pass
+	 * (queue_gen moved) or an idle_timeout is due (idle_next_ns). */
+	uint64_t queue_gen;
+	uint64_t idle_scan_gen;
+	uint64_t idle_next_ns; /* monotonic; the earliest idle_until_ns */
 	struct eng_deliver_outcome *outcomes;
 	struct eng_deliver_outcome *free_outcomes;
 	uint32_t outcomes_never_used; /* outcomes[n..] not yet taken: untouched pages */
@@ -368,6 +376,12 @@ struct eng_deliver {
 	/* Destinations with parked jobs and room in their window. */
 	struct eng_deliver_dest *unpark_head;
 	struct eng_deliver_dest *unpark_tail;
+	/* Destinations that had queued jobs (the empty ones leave as the
+	 * connection pass meets them): that pass walks these, not every
+	 * destination of the shard each loop turn (500 of them for 1000
+	 * domains, 13% of the daemon's samples end to end). */
+	struct eng_deliver_dest *busy_head;
+	struct eng_deliver_dest *busy_tail;
 	/* Idle read-back buffers of ENG_DELIVER_READ_POOL_BUF_SIZE bytes,
 	 * block aligned; only this shard's thread takes and returns them. */
 	void *read_pool[ENG_DELIVER_READ_POOL_MAX];
@@ -594,6 +608,35 @@ eng_deliver_read_buf_put(struct eng_deliver *d, void *buf, uint32_t size)
 		return;
 	}
 	free(buf);
+}
+
+/* ---- destination queues ---- */
+
+static void
+eng_deliver_dest_busy(struct eng_deliver *d, struct eng_deliver_dest *e)
+{
+	if (e->is_busy_listed)
+		return;
+	e->is_busy_listed = true;
+	e->busy_next = NULL;
+	if (d->busy_tail != NULL)
+		d->busy_tail->busy_next = e;
+	else
+		d->busy_head = e;
+	d->busy_tail = e;
+}
+
+/* Queue job on e (at the back, or back in front). */
+static void
+eng_deliver_queue(struct eng_deliver *d, struct eng_deliver_dest *e, struct eng_deliver_job *job,
+		  bool is_front)
+{
+	if (is_front)
+		eng_dest_push_front(&e->dest, &job->job);
+	else
+		eng_dest_push(&e->dest, &job->job);
+	eng_deliver_dest_busy(d, e);
+	d->queue_gen++;
 }
 
 /* ---- read-ahead per destination ---- */
@@ -1648,7 +1691,9 @@ eng_deliver_slot_unidle(struct eng_deliver_slot *slot)
 	if (!slot->is_idle)
 		return;
 	ENG_ASSERT(slot->dest->dest.idle_connections > 0);
+	ENG_ASSERT(slot->deliver->idle_slots > 0);
 	slot->dest->dest.idle_connections--;
+	slot->deliver->idle_slots--;
 	slot->is_idle = false;
 }
 
@@ -1691,7 +1736,7 @@ eng_deliver_slot_take(struct eng_deliver *d, struct eng_deliver_slot *slot,
 	struct eng_deliver_job *job = ENG_CONTAINER_OF(taken, struct eng_deliver_job, job);
 	if (!eng_deliver_reserve(d, job)) {
 		/* Outcome pool busy: acks free it within a commit. */
-		eng_dest_push_front(&slot->dest->dest, &job->job);
+		eng_deliver_queue(d, slot->dest, job, true);
 		*wake_ns = eng_now_monotonic_ns() + ENG_DELIVER_TIMER_MIN_NS;
 		return ENG_DEST_WAIT;
 	}
@@ -1752,6 +1797,9 @@ eng_deliver_slot_next(struct eng_deliver *d, struct eng_deliver_slot *slot)
 			slot->is_idle = true;
 			slot->idle_until_ns = eng_now_monotonic_ns() + idle_ns;
 			slot->dest->dest.idle_connections++;
+			slot->deliver->idle_slots++;
+			slot->deliver->idle_next_ns =
+				ENG_MIN(slot->deliver->idle_next_ns, slot->idle_until_ns);
 			return;
 		}
 		if (action != ENG_DEST_SEND) {
@@ -1895,7 +1943,7 @@ eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, c
 			break;
 		struct eng_deliver_job *job = ENG_CONTAINER_OF(next, struct eng_deliver_job, job);
 		if (!eng_deliver_reserve(d, job)) {
-			eng_dest_push_front(&dest->dest, next);
+			eng_deliver_queue(d, dest, job, true);
 			break;
 		}
 		eng_deliver_job_defer(d, job, &status);
@@ -2258,7 +2306,7 @@ eng_deliver_route_apply(struct eng_deliver *d, struct eng_deliver_dest *e,
 		if (d->is_stopping) {
 			eng_deliver_retry_push(d, job, job->next_attempt_ns);
 		} else if (status == ENG_DNS_OK) {
-			eng_dest_push(&e->dest, &job->job);
+			eng_deliver_queue(d, e, job, false);
 		} else if (!eng_deliver_reserve(d, job)) {
 			eng_deliver_retry_push(d, job, 0); /* the pool frees up with acks */
 		} else {
@@ -2308,12 +2356,12 @@ eng_deliver_route(struct eng_deliver *d, struct eng_deliver_job *job)
 	struct eng_deliver_dest *e = job->dest;
 	struct eng_dest *dest = &e->dest;
 	if (eng_config_route(*d->config, dest->domain, dest->domain_len) != NULL) {
-		eng_dest_push(dest, &job->job);
+		eng_deliver_queue(d, e, job, false);
 		return;
 	}
 	uint64_t now_ns = eng_now_monotonic_ns();
 	if (e->mx_addr_count > 0 && now_ns < e->mx_expires_ns) {
-		eng_dest_push(dest, &job->job);
+		eng_deliver_queue(d, e, job, false);
 		return;
 	}
 	job->retry_next = e->dns_wait;
@@ -2679,7 +2727,7 @@ eng_deliver_run_retries(struct eng_deliver *d, uint64_t now_ns)
 static void
 eng_deliver_reclaim_idle(struct eng_deliver *d, const struct eng_deliver_dest *for_dest)
 {
-	if (d->reclaims_pending >= ENG_DELIVER_RECLAIMS_MAX)
+	if (d->reclaims_pending >= ENG_DELIVER_RECLAIMS_MAX || d->idle_slots == 0)
 		return;
 	for (uint32_t i = 0; i < d->slot_count; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
@@ -2697,7 +2745,27 @@ eng_deliver_reclaim_idle(struct eng_deliver *d, const struct eng_deliver_dest *f
 static void
 eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 {
-	for (struct eng_deliver_dest *e = d->dests; e != NULL; e = e->all_next) {
+	struct eng_deliver_dest *prev = NULL;
+	for (struct eng_deliver_dest *e = d->busy_head, *next = NULL; e != NULL; e = next) {
+		next = e->busy_next;
+		if (eng_dest_is_empty(&e->dest)) {
+			/* Leaves the list; the next job queued puts it back. */
+			if (prev != NULL)
+				prev->busy_next = next;
+			else
+				d->busy_head = next;
+			if (d->busy_tail == e)
+				d->busy_tail = prev;
+			e->is_busy_listed = false;
+			e->busy_next = NULL;
+			continue;
+		}
+		prev = e;
+		/* Every slot busy and none idle to quit: no destination can
+		 * get a connection this turn. */
+		if (d->free_slots == NULL &&
+		    (d->idle_slots == 0 || d->reclaims_pending >= ENG_DELIVER_RECLAIMS_MAX))
+			break;
 		for (uint32_t i = 0; i < d->slot_count; i++) {
 			if (d->free_slots == NULL) {
 				if (!eng_dest_is_empty(&e->dest) && e->dest.idle_connections == 0 &&
@@ -2721,10 +2789,21 @@ eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *w
 }
 
 /* Idle connections: a job queued on their destination is sent (the READY
- * handling), an idle_timeout that passed quits them. */
+ * handling), an idle_timeout that passed quits them. The pass runs only
+ * when a job was queued since the last one or a timeout is due: every
+ * loop turn, it read each idle slot's destination for nothing. */
 static void
 eng_deliver_run_idle(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 {
+	if (d->idle_slots == 0 || (d->queue_gen == d->idle_scan_gen && now_ns < d->idle_next_ns)) {
+		if (d->idle_slots > 0)
+			*wake_ns = ENG_MIN(*wake_ns, d->idle_next_ns);
+		return;
+	}
+	d->idle_scan_gen = d->queue_gen;
+	d->idle_next_ns = UINT64_MAX; /* slots going idle meanwhile lower it */
+	uint64_t start_wake_ns = *wake_ns;
+	*wake_ns = UINT64_MAX;
 	for (uint32_t i = 0; i < d->slot_count; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
 		if (!slot->is_idle)
@@ -2746,6 +2825,10 @@ eng_deliver_run_idle(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 		}
 		*wake_ns = ENG_MIN(*wake_ns, slot->idle_until_ns);
 	}
+	/* The pass's wake-ups bound the next idle timeout (a waiting slot's
+	 * wake_ns too: only earlier, never missed). */
+	d->idle_next_ns = ENG_MIN(d->idle_next_ns, *wake_ns);
+	*wake_ns = ENG_MIN(*wake_ns, start_wake_ns);
 }
 
 static void
