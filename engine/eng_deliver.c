@@ -165,6 +165,26 @@ struct eng_deliver_mx_addr {
 	uint32_t hop_index;
 };
 
+/* The shard's lists of destinations (FIFO, each destination at most once
+ * on each). */
+enum eng_deliver_dest_list_kind {
+	ENG_DELIVER_DESTS_UNPARK = 0, /* parked jobs and room in the window */
+	ENG_DELIVER_DESTS_BUSY,	      /* had queued jobs (the connection pass) */
+	ENG_DELIVER_DESTS_KINDS,
+};
+
+struct eng_deliver_dest;
+
+struct eng_deliver_dest_link {
+	bool is_listed;
+	struct eng_deliver_dest *next;
+};
+
+struct eng_deliver_dest_list {
+	struct eng_deliver_dest *head;
+	struct eng_deliver_dest *tail;
+};
+
 struct eng_deliver_dest {
 	struct eng_dest dest;
 	struct eng_deliver_dest *hash_next;
@@ -185,10 +205,7 @@ struct eng_deliver_dest {
 	uint32_t parked_count;
 	struct eng_deliver_job *parked_head;
 	struct eng_deliver_job *parked_tail;
-	bool is_unpark_listed;		     /* on eng_deliver.unpark_head */
-	struct eng_deliver_dest *unpark_next;
-	bool is_busy_listed; /* on eng_deliver.busy_head */
-	struct eng_deliver_dest *busy_next;
+	struct eng_deliver_dest_link links[ENG_DELIVER_DESTS_KINDS];
 	struct eng_deliver_mx_addr mx_addrs[ENG_DELIVER_MX_ADDRS_MAX];
 	char mx_hosts[ENG_DNS_MX_MAX][ENG_DNS_NAME_SIZE];
 	/* XXX: about 9 KiB per destination; allocate it per lookup (or
@@ -373,15 +390,12 @@ struct eng_deliver {
 	uint32_t prefetch_max;	/* loads held at most (LOADING + LOADED jobs) */
 	uint32_t loads_held;	/* jobs of this shard with a load */
 	uint32_t loads_out;	/* of which the read is not back yet */
-	/* Destinations with parked jobs and room in their window. */
-	struct eng_deliver_dest *unpark_head;
-	struct eng_deliver_dest *unpark_tail;
-	/* Destinations that had queued jobs (the empty ones leave as the
+	/* UNPARK: destinations with parked jobs and room in their window.
+	 * BUSY: those that had queued jobs (the empty ones leave as the
 	 * connection pass meets them): that pass walks these, not every
 	 * destination of the shard each loop turn (500 of them for 1000
 	 * domains, 13% of the daemon's samples end to end). */
-	struct eng_deliver_dest *busy_head;
-	struct eng_deliver_dest *busy_tail;
+	struct eng_deliver_dest_list dest_lists[ENG_DELIVER_DESTS_KINDS];
 	/* Idle read-back buffers of ENG_DELIVER_READ_POOL_BUF_SIZE bytes,
 	 * block aligned; only this shard's thread takes and returns them. */
 	void *read_pool[ENG_DELIVER_READ_POOL_MAX];
@@ -612,18 +626,46 @@ eng_deliver_read_buf_put(struct eng_deliver *d, void *buf, uint32_t size)
 
 /* ---- destination queues ---- */
 
+static void eng_deliver_job_append(struct eng_deliver_job **head, struct eng_deliver_job **tail,
+				   struct eng_deliver_job *job);
+
+/* Append e to the shard's list of that kind, unless it is on it. */
 static void
-eng_deliver_dest_busy(struct eng_deliver *d, struct eng_deliver_dest *e)
+eng_deliver_dests_append(struct eng_deliver *d, enum eng_deliver_dest_list_kind kind,
+			 struct eng_deliver_dest *e)
 {
-	if (e->is_busy_listed)
+	ENG_ASSERT(kind < ENG_DELIVER_DESTS_KINDS);
+	struct eng_deliver_dest_list *list = &d->dest_lists[kind];
+	struct eng_deliver_dest_link *link = &e->links[kind];
+	if (link->is_listed)
 		return;
-	e->is_busy_listed = true;
-	e->busy_next = NULL;
-	if (d->busy_tail != NULL)
-		d->busy_tail->busy_next = e;
+	link->is_listed = true;
+	link->next = NULL;
+	if (list->tail != NULL)
+		list->tail->links[kind].next = e;
 	else
-		d->busy_head = e;
-	d->busy_tail = e;
+		list->head = e;
+	list->tail = e;
+}
+
+/* Take e, whose predecessor is prev (NULL: e is the head), off the list. */
+static void
+eng_deliver_dests_unlink(struct eng_deliver *d, enum eng_deliver_dest_list_kind kind,
+			 struct eng_deliver_dest *prev, struct eng_deliver_dest *e)
+{
+	ENG_ASSERT(kind < ENG_DELIVER_DESTS_KINDS);
+	struct eng_deliver_dest_list *list = &d->dest_lists[kind];
+	struct eng_deliver_dest_link *link = &e->links[kind];
+	ENG_ASSERT(link->is_listed);
+	ENG_ASSERT(prev != NULL ? prev->links[kind].next == e : list->head == e);
+	if (prev != NULL)
+		prev->links[kind].next = link->next;
+	else
+		list->head = link->next;
+	if (list->tail == e)
+		list->tail = prev;
+	link->is_listed = false;
+	link->next = NULL;
 }
 
 /* Queue job on e (at the back, or back in front). */
@@ -635,7 +677,7 @@ eng_deliver_queue(struct eng_deliver *d, struct eng_deliver_dest *e, struct eng_
 		eng_dest_push_front(&e->dest, &job->job);
 	else
 		eng_dest_push(&e->dest, &job->job);
-	eng_deliver_dest_busy(d, e);
+	eng_deliver_dests_append(d, ENG_DELIVER_DESTS_BUSY, e);
 	d->queue_gen++;
 }
 
@@ -660,27 +702,15 @@ eng_deliver_dest_has_room(const struct eng_deliver_dest *e)
 static void
 eng_deliver_unpark_note(struct eng_deliver *d, struct eng_deliver_dest *e)
 {
-	if (e->parked_head == NULL || e->is_unpark_listed || !eng_deliver_dest_has_room(e))
-		return;
-	e->is_unpark_listed = true;
-	e->unpark_next = NULL;
-	if (d->unpark_tail != NULL)
-		d->unpark_tail->unpark_next = e;
-	else
-		d->unpark_head = e;
-	d->unpark_tail = e;
+	if (e->parked_head != NULL && eng_deliver_dest_has_room(e))
+		eng_deliver_dests_append(d, ENG_DELIVER_DESTS_UNPARK, e);
 }
 
 static void
 eng_deliver_park(struct eng_deliver_dest *e, struct eng_deliver_job *job)
 {
 	ENG_ASSERT(job->body_state == ENG_DELIVER_BODY_NONE && job->dest == e);
-	job->retry_next = NULL;
-	if (e->parked_tail != NULL)
-		e->parked_tail->retry_next = job;
-	else
-		e->parked_head = job;
-	e->parked_tail = job;
+	eng_deliver_job_append(&e->parked_head, &e->parked_tail, job);
 	e->parked_count++;
 }
 
@@ -2659,9 +2689,8 @@ eng_deliver_run_loaded(struct eng_deliver *d)
 static void
 eng_deliver_run_unparked(struct eng_deliver *d)
 {
-	while (d->unpark_head != NULL) {
-		struct eng_deliver_dest *e = d->unpark_head;
-		ENG_ASSERT(e->is_unpark_listed);
+	while (d->dest_lists[ENG_DELIVER_DESTS_UNPARK].head != NULL) {
+		struct eng_deliver_dest *e = d->dest_lists[ENG_DELIVER_DESTS_UNPARK].head;
 		for (uint32_t guard = e->parked_count; guard > 0; guard--) {
 			if (e->parked_head == NULL || !eng_deliver_dest_has_room(e))
 				break;
@@ -2669,11 +2698,7 @@ eng_deliver_run_unparked(struct eng_deliver *d)
 				return;
 			eng_deliver_load_start(d, eng_deliver_unpark(e));
 		}
-		d->unpark_head = e->unpark_next;
-		if (d->unpark_head == NULL)
-			d->unpark_tail = NULL;
-		e->unpark_next = NULL;
-		e->is_unpark_listed = false;
+		eng_deliver_dests_unlink(d, ENG_DELIVER_DESTS_UNPARK, NULL, e);
 	}
 }
 
@@ -2746,18 +2771,12 @@ static void
 eng_deliver_open_connections(struct eng_deliver *d, uint64_t now_ns, uint64_t *wake_ns)
 {
 	struct eng_deliver_dest *prev = NULL;
-	for (struct eng_deliver_dest *e = d->busy_head, *next = NULL; e != NULL; e = next) {
-		next = e->busy_next;
+	for (struct eng_deliver_dest *e = d->dest_lists[ENG_DELIVER_DESTS_BUSY].head, *next = NULL;
+	     e != NULL; e = next) {
+		next = e->links[ENG_DELIVER_DESTS_BUSY].next;
 		if (eng_dest_is_empty(&e->dest)) {
 			/* Leaves the list; the next job queued puts it back. */
-			if (prev != NULL)
-				prev->busy_next = next;
-			else
-				d->busy_head = next;
-			if (d->busy_tail == e)
-				d->busy_tail = prev;
-			e->is_busy_listed = false;
-			e->busy_next = NULL;
+			eng_deliver_dests_unlink(d, ENG_DELIVER_DESTS_BUSY, prev, e);
 			continue;
 		}
 		prev = e;
