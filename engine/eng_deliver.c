@@ -1893,14 +1893,6 @@ eng_deliver_mx_fall_over(struct eng_deliver_dest *e, uint32_t failed_index)
 }
 
 /*
- * The destination could not be reached (refused, timed out, or the session
- * failed before READY) and no other connection of it is open: its queued
- * jobs would wait out the back-off with no word in the log. Defer them now
- * on the retry schedule, each recipient with a TransientFailure saying why
- * ("451 4.4.1 127.0.0.1: connection refused"). Jobs whose outcomes cannot
- * be reserved stay queued for the next connection.
- */
-/*
  * The destination's parked jobs share the fate of its queued ones: due
  * now, they are deferred with the same status without being read back
  * (not left to trickle through one failed connection per window). One
@@ -1941,6 +1933,14 @@ eng_deliver_defer_parked(struct eng_deliver *d, struct eng_deliver_dest *dest,
 	dest->parked_count += kept;
 }
 
+/*
+ * The destination could not be reached (refused, timed out, or the session
+ * failed before READY) and no other connection of it is open: its queued
+ * jobs would wait out the back-off with no word in the log. Defer them now
+ * on the retry schedule, each recipient with a TransientFailure saying why
+ * ("451 4.4.1 127.0.0.1: connection refused"). Jobs whose outcomes cannot
+ * be reserved stay queued for the next connection.
+ */
 static void
 eng_deliver_defer_queued(struct eng_deliver *d, struct eng_deliver_dest *dest, const char *host,
 			 const struct eng_conn_event *event)
@@ -2756,8 +2756,12 @@ eng_deliver_reclaim_idle(struct eng_deliver *d, const struct eng_deliver_dest *f
 		return;
 	for (uint32_t i = 0; i < d->slot_count; i++) {
 		struct eng_deliver_slot *slot = &d->slots[i];
-		/* Idle with parked jobs: only waiting for their reads. */
-		if (!slot->is_idle || slot->dest == for_dest || slot->dest->parked_head != NULL)
+		/* Idle while its parked jobs are being read: kept. (Parked with
+		 * no load at all, e.g. the budget taken by other destinations'
+		 * bodies, it may go: those bodies need a slot to drain.) */
+		const struct eng_deliver_dest *owner = slot->dest;
+		if (!slot->is_idle || owner == for_dest ||
+		    (owner->parked_head != NULL && owner->loads_held > 0))
 			continue;
 		eng_deliver_slot_unidle(slot);
 		slot->is_reclaimed = true;
