@@ -12,10 +12,19 @@
  *
  * Everything is allocated before the clock starts; the hot path (issue,
  * callback) does not allocate.
+ *
+ * The paced (open-loop) run keeps the same counters (struct bench_load)
+ * and adds (asserted):
+ * - a slot is busy from its message's issue until its outcome's
+ *   acknowledgement (or a failure that ends its use), and is on the free
+ *   stack exactly when it is not busy;
+ * - arrivals are issued in schedule order, never before their scheduled
+ *   time, and each message's latency is taken from that schedule.
  */
 #include "bench_spool_load.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +40,9 @@
 #define BENCH_SAMPLE_IOU_NS (50ull * 1000ull * 1000ull)
 #define BENCH_TIMELINE_EVENTS (1u << 20)
 #define BENCH_EXPIRY_NS (5ull * 24ull * 3600ull * 1000000000ull)
+#define BENCH_PACED_SLOTS_MAX (1u << 20)
+#define BENCH_PACED_GAP_NS_MAX (3600ull * 1000000000ull)
+#define BENCH_PACED_SEED_DEFAULT 0x70616365646c6f61ull /* "pacedloa" */
 
 struct bench_client {
 	struct spool_append op;
@@ -116,6 +128,32 @@ bench_bodies_free(struct bench_bodies *bodies)
 	memset(bodies, 0, sizeof(*bodies));
 }
 
+/* The workload's envelope: one sender, one recipient (rcpt, stored by
+ * the caller next to msg). */
+static void
+bench_message_init(struct spool_message *msg, struct spool_span *rcpt)
+{
+	ENG_ASSERT(msg != NULL && rcpt != NULL);
+	rcpt->data = (const uint8_t *)BENCH_RCPT;
+	rcpt->size = sizeof(BENCH_RCPT) - 1;
+	msg->sender.data = (const uint8_t *)BENCH_SENDER;
+	msg->sender.size = sizeof(BENCH_SENDER) - 1;
+	msg->rcpt_count = 1;
+	msg->rcpts = rcpt;
+}
+
+/* Point msg at the workload's message number n (bodies round-robin). */
+static void
+bench_message_set(struct spool_message *msg, const struct bench_bodies *bodies, uint64_t n)
+{
+	ENG_ASSERT(msg != NULL && bodies != NULL);
+	ENG_ASSERT(bodies->count > 0);
+	msg->created_ns = n + 1;
+	msg->expires_ns = n + 1 + BENCH_EXPIRY_NS;
+	msg->body.data = bodies->data + (size_t)(n % bodies->count) * bodies->body_size;
+	msg->body.size = bodies->body_size;
+}
+
 static void bench_client_acked(struct spool_append *op, int32_t result);
 static void bench_client_delivered(struct spool_append *op, int32_t result);
 
@@ -126,12 +164,7 @@ bench_client_init(struct bench_load *load, struct bench_client *client)
 	ENG_ASSERT(client != NULL);
 	memset(client, 0, sizeof(*client));
 	client->load = load;
-	client->rcpt.data = (const uint8_t *)BENCH_RCPT;
-	client->rcpt.size = sizeof(BENCH_RCPT) - 1;
-	client->msg.sender.data = (const uint8_t *)BENCH_SENDER;
-	client->msg.sender.size = sizeof(BENCH_SENDER) - 1;
-	client->msg.rcpt_count = 1;
-	client->msg.rcpts = &client->rcpt;
+	bench_message_init(&client->msg, &client->rcpt);
 	client->op.callback = bench_client_acked;
 	client->op.ctx = client;
 	client->op.input.message = &client->msg;
@@ -146,13 +179,7 @@ bench_client_issue(struct bench_load *load, struct bench_client *client, uint64_
 {
 	ENG_ASSERT(load->issued < load->count_max);
 	ENG_ASSERT(load->error == 0);
-	const struct bench_bodies *bodies = load->bodies;
-	uint64_t n = load->issued;
-	const uint8_t *body = bodies->data + (size_t)(n % bodies->count) * bodies->body_size;
-	client->msg.created_ns = n + 1;
-	client->msg.expires_ns = n + 1 + BENCH_EXPIRY_NS;
-	client->msg.body.data = body;
-	client->msg.body.size = bodies->body_size;
+	bench_message_set(&client->msg, load->bodies, load->issued);
 	client->issued_ns = now_ns;
 	int ret = spool_write_message(load->sp, &client->op);
 	if (ret < 0) {
@@ -446,6 +473,323 @@ bench_load_run(struct spool *sp, struct ring *ring, const struct bench_bodies *b
 		snprintf(err, err_size, "spool load: %s after %llu acknowledgements",
 			 strerror(-ret), (unsigned long long)load.acked);
 	free(load.clients);
+	return ret;
+}
+
+/* ---- open loop: Poisson arrivals ---- */
+
+struct bench_paced;
+
+/* One message in flight, then its outcome; reused once both are done. */
+struct bench_paced_slot {
+	struct spool_append op;
+	struct spool_message msg;
+	struct spool_span rcpt;
+	struct spool_append out_op;
+	struct spool_outcome outcome;
+	uint64_t scheduled_ns; /* the message's arrival: its latency starts here */
+	struct bench_paced *paced;
+	uint32_t index;
+	bool busy;
+};
+
+struct bench_paced {
+	struct bench_load load; /* counters and error, as in the closed loop */
+	struct bench_paced_slot *slots;
+	uint32_t *free;		/* stack of the indices of free slots */
+	uint32_t free_count;
+	uint32_t slot_count;
+	uint32_t busy_max;
+	uint64_t rng;
+	double mean_gap_ns;
+	uint64_t next_ns; /* scheduled time of the next arrival */
+	uint64_t full_ns; /* last time a due arrival found every slot busy */
+	uint64_t backlogged;
+	uint64_t lag_max_ns;
+	struct bench_samples *lag_samples;
+	bool stopped; /* no arrival will be issued any more */
+};
+
+/* Exponential inter-arrival time: inversion of a uniform in [0, 1) made of
+ * the top 53 bits of the generator. */
+static uint64_t
+bench_paced_gap_ns(struct bench_paced *paced)
+{
+	ENG_ASSERT(paced->mean_gap_ns > 0);
+	double u = (double)(bench_rand(&paced->rng) >> 11) * 0x1p-53;
+	ENG_ASSERT(u >= 0 && u < 1);
+	double gap = -log1p(-u) * paced->mean_gap_ns;
+	return gap >= (double)BENCH_PACED_GAP_NS_MAX ? BENCH_PACED_GAP_NS_MAX : (uint64_t)gap;
+}
+
+static void
+bench_paced_release(struct bench_paced *paced, struct bench_paced_slot *slot)
+{
+	ENG_ASSERT(slot->busy);
+	ENG_ASSERT(paced->free_count < paced->slot_count);
+	slot->busy = false;
+	paced->free[paced->free_count++] = slot->index;
+}
+
+static void
+bench_paced_fail(struct bench_load *load, int32_t result)
+{
+	ENG_ASSERT(result < 0);
+	if (load->error == 0)
+		load->error = result;
+}
+
+static void
+bench_paced_delivered(struct spool_append *op, int32_t result)
+{
+	struct bench_paced_slot *slot = op->ctx;
+	struct bench_paced *paced = slot->paced;
+	struct bench_load *load = &paced->load;
+	ENG_ASSERT(load->out_done < load->out_issued);
+	load->out_done++;
+	if (result < 0)
+		bench_paced_fail(load, result);
+	bench_paced_release(paced, slot);
+}
+
+/* The message is durable: take its latency from its schedule, then append
+ * its DELIVERED outcome from the same slot. */
+static void
+bench_paced_acked(struct spool_append *op, int32_t result)
+{
+	struct bench_paced_slot *slot = op->ctx;
+	struct bench_paced *paced = slot->paced;
+	struct bench_load *load = &paced->load;
+	uint64_t now_ns = bench_now_ns();
+	ENG_ASSERT(slot->busy);
+	ENG_ASSERT(load->done < load->issued);
+	load->done++;
+	if (result < 0) {
+		bench_paced_fail(load, result);
+		bench_paced_release(paced, slot);
+		return;
+	}
+	ENG_ASSERT(op->record_size == load->bodies->record_size);
+	ENG_ASSERT(now_ns >= slot->scheduled_ns);
+	load->acked++;
+	bench_samples_add(load->samples, now_ns - slot->scheduled_ns);
+	load->last_ack_ns = now_ns;
+	slot->outcome.message = op->location;
+	slot->outcome.rcpt_index = 0;
+	slot->outcome.state = SPOOL_RCPT_DELIVERED;
+	slot->outcome.time_ns = now_ns;
+	int ret = spool_write_outcome(load->sp, &slot->out_op);
+	if (ret < 0) {
+		bench_paced_fail(load, ret);
+		bench_paced_release(paced, slot);
+		return;
+	}
+	load->out_issued++;
+}
+
+/* Issue every arrival due by now_ns, in schedule order, while a slot is
+ * free; stop for good at the deadline, the count or an error. */
+static void
+bench_paced_issue_due(struct bench_paced *paced, uint64_t now_ns)
+{
+	struct bench_load *load = &paced->load;
+	while (!paced->stopped) {
+		if (load->error != 0 || load->issued >= load->count_max ||
+		    paced->next_ns >= load->deadline_ns) {
+			paced->stopped = true;
+			return;
+		}
+		if (paced->next_ns > now_ns)
+			return;
+		if (paced->free_count == 0) {
+			paced->full_ns = now_ns; /* it waits, in order, timed from its schedule */
+			return;
+		}
+		struct bench_paced_slot *slot = &paced->slots[paced->free[--paced->free_count]];
+		ENG_ASSERT(!slot->busy);
+		slot->busy = true;
+		bench_message_set(&slot->msg, load->bodies, load->issued);
+		slot->scheduled_ns = paced->next_ns;
+		int ret = spool_write_message(load->sp, &slot->op);
+		if (ret < 0) {
+			load->error = ret; /* the callback will not run */
+			bench_paced_release(paced, slot);
+			continue;
+		}
+		load->issued++;
+		ENG_ASSERT(now_ns >= paced->next_ns); /* never before its schedule */
+		if (paced->next_ns <= paced->full_ns)
+			paced->backlogged++;
+		paced->lag_max_ns = ENG_MAX(paced->lag_max_ns, now_ns - paced->next_ns);
+		if (paced->lag_samples != NULL)
+			bench_samples_add(paced->lag_samples, now_ns - paced->next_ns);
+		paced->busy_max = ENG_MAX(paced->busy_max, paced->slot_count - paced->free_count);
+		paced->next_ns += bench_paced_gap_ns(paced);
+	}
+}
+
+/* Issue arrivals as they come due and run the ring until the next one,
+ * until issuing stopped and everything issued is acknowledged. Unlike the
+ * closed loop it does not count io-wq threads: that scan of /proc takes
+ * ~0.3 ms, which would make arrivals late. */
+static int
+bench_paced_drive(struct bench_paced *paced, struct ring *ring, const char *dir)
+{
+	struct bench_load *load = &paced->load;
+	uint64_t next_sample_ns = 0;
+	uint64_t progress_ns = bench_now_ns();
+	uint64_t progress_done = 0;
+	for (uint64_t turns = 0;; turns++) {
+		uint64_t now_ns = bench_now_ns();
+		bench_paced_issue_due(paced, now_ns);
+		bool in_flight = load->done < load->issued || load->out_done < load->out_issued;
+		if (paced->stopped && !in_flight)
+			return 0;
+		/* Sleep until the next arrival, or a completion; when every slot is
+		 * busy (or issuing stopped), a completion is what we wait for. */
+		uint64_t timeout_ns = BENCH_TURN_TIMEOUT_NS;
+		if (!paced->stopped && paced->free_count > 0) {
+			ENG_ASSERT(paced->next_ns > now_ns);
+			timeout_ns = ENG_MIN(paced->next_ns - now_ns, BENCH_TURN_TIMEOUT_NS);
+		}
+		int ret = ring_run_once(ring, timeout_ns);
+		if (ret < 0)
+			return ret;
+		now_ns = bench_now_ns();
+		if (dir != NULL && now_ns >= next_sample_ns) {
+			next_sample_ns = now_ns + BENCH_SAMPLE_IOU_NS;
+			if (bench_free_bytes(dir) < BENCH_FREE_BYTES_MIN)
+				return -ENOSPC;
+		}
+		/* A stall is time with appends in flight and none acknowledged. */
+		if (!in_flight || load->done + load->out_done != progress_done) {
+			progress_done = load->done + load->out_done;
+			progress_ns = now_ns;
+		} else if (now_ns - progress_ns > BENCH_STALL_NS) {
+			return -ETIMEDOUT;
+		}
+		ENG_ASSERT(turns < UINT64_MAX / 2);
+	}
+}
+
+static void
+bench_paced_slot_init(struct bench_paced *paced, struct bench_paced_slot *slot, uint32_t index)
+{
+	ENG_ASSERT(paced != NULL && slot != NULL);
+	ENG_ASSERT(index < paced->slot_count);
+	memset(slot, 0, sizeof(*slot));
+	slot->paced = paced;
+	slot->index = index;
+	bench_message_init(&slot->msg, &slot->rcpt);
+	slot->op.callback = bench_paced_acked;
+	slot->op.ctx = slot;
+	slot->op.input.message = &slot->msg;
+	slot->out_op.callback = bench_paced_delivered;
+	slot->out_op.ctx = slot;
+	slot->out_op.input.outcome = &slot->outcome;
+}
+
+static int
+bench_paced_prepare(struct bench_paced *paced, struct spool *sp, const struct bench_bodies *bodies,
+		    const struct bench_paced_params *params, struct bench_samples *samples)
+{
+	ENG_ASSERT(params->rate_per_s > 0 && isfinite(params->rate_per_s));
+	ENG_ASSERT(params->slots > 0 && params->slots <= BENCH_PACED_SLOTS_MAX);
+	ENG_ASSERT(params->count_max > 0);
+	memset(paced, 0, sizeof(*paced));
+	paced->load.sp = sp;
+	paced->load.bodies = bodies;
+	paced->load.count_max = params->count_max;
+	paced->load.samples = samples;
+	paced->load.deliver = true;
+	paced->lag_samples = params->lag_samples;
+	paced->rng = params->seed != 0 ? params->seed : BENCH_PACED_SEED_DEFAULT;
+	paced->mean_gap_ns = 1e9 / params->rate_per_s;
+	paced->slots = calloc(params->slots, sizeof(*paced->slots));
+	paced->free = calloc(params->slots, sizeof(*paced->free));
+	if (paced->slots == NULL || paced->free == NULL)
+		return -ENOMEM;
+	paced->slot_count = params->slots;
+	/* Lowest index on top of the stack: a light load reuses a few slots. */
+	for (uint32_t i = 0; i < params->slots; i++) {
+		bench_paced_slot_init(paced, &paced->slots[i], i);
+		paced->free[i] = params->slots - 1 - i;
+	}
+	paced->free_count = params->slots;
+	return 0;
+}
+
+static void
+bench_paced_free(struct bench_paced *paced)
+{
+	free(paced->slots);
+	free(paced->free);
+	paced->slots = NULL;
+	paced->free = NULL;
+}
+
+void
+bench_paced_result_add(struct bench_paced_result *total, const struct bench_paced_result *part)
+{
+	ENG_ASSERT(total != NULL && part != NULL);
+	ENG_ASSERT(part->issued == part->load.records);
+	bench_load_result_add(&total->load, &part->load);
+	total->issued += part->issued;
+	total->backlogged += part->backlogged;
+	total->slots_busy_max = ENG_MAX(total->slots_busy_max, part->slots_busy_max);
+	total->issue_lag_max_us = ENG_MAX(total->issue_lag_max_us, part->issue_lag_max_us);
+}
+
+int
+bench_paced_run(struct spool *sp, struct ring *ring, const struct bench_bodies *bodies,
+		const struct bench_paced_params *params, struct bench_samples *samples,
+		struct bench_paced_result *result, char *err, size_t err_size)
+{
+	struct bench_paced paced;
+	struct bench_trace trace;
+	struct bench_load_snapshot snap;
+	memset(result, 0, sizeof(*result));
+	if (bench_paced_prepare(&paced, sp, bodies, params, samples) < 0 ||
+	    bench_trace_start(&trace, ring, 0) < 0) {
+		snprintf(err, err_size, "out of memory for %u paced slots", params->slots);
+		bench_paced_free(&paced);
+		return -ENOMEM;
+	}
+	struct bench_load *load = &paced.load;
+	bench_load_snapshot_take(sp, ring, params->dir, &snap);
+	load->deadline_ns = params->duration_s > 0
+				    ? snap.start_ns + (uint64_t)(params->duration_s * 1e9)
+				    : UINT64_MAX;
+	paced.next_ns = snap.start_ns + bench_paced_gap_ns(&paced);
+	int ret = bench_paced_drive(&paced, ring, params->dir);
+	result->load.prep_zero_bytes = trace.prep_write_bytes;
+	result->load.prep_syncs = trace.prep_syncs;
+	result->load.commit_gap_max_us = (double)trace.commit_gap_max_ns / 1e3;
+	bench_trace_stop(&trace, NULL);
+	if (ret == 0 && load->error != 0)
+		ret = load->error;
+	if (ret == 0 && load->acked == 0)
+		ret = -ENODATA; /* no arrival scheduled within the window */
+	if (ret == 0) {
+		/* Nothing lost: every arrival issued was acknowledged, and so was
+		 * its outcome; every slot is free again. */
+		ENG_ASSERT(load->acked == load->issued && load->done == load->issued);
+		ENG_ASSERT(load->out_done == load->acked && load->out_issued == load->acked);
+		ENG_ASSERT(paced.free_count == paced.slot_count);
+		bench_load_finish(load, ring, params->dir, &snap, &result->load);
+		result->issued = load->issued;
+		result->backlogged = paced.backlogged;
+		result->slots_busy_max = paced.busy_max;
+		result->issue_lag_max_us = (double)paced.lag_max_ns / 1e3;
+	} else if (ret == -ENODATA) {
+		snprintf(err, err_size, "paced load at %.1f/s: no arrival scheduled within %.3f s",
+			 params->rate_per_s, params->duration_s);
+	} else {
+		snprintf(err, err_size, "paced load at %.0f/s: %s after %llu of %llu acknowledged",
+			 params->rate_per_s, strerror(-ret), (unsigned long long)load->acked,
+			 (unsigned long long)load->issued);
+	}
+	bench_paced_free(&paced);
 	return ret;
 }
 

@@ -14,6 +14,9 @@
  * encoded record is exactly the requested size (when it is a multiple of
  * 8 bytes).
  *
+ * An open-loop variant (bench_paced_run) issues messages at scheduled
+ * Poisson arrival times instead; see its comment below.
+ *
  * Ownership: bench_bodies owns its memory between _make and _free. A load
  * run borrows the spool, the ring and the bodies until it returns.
  */
@@ -110,6 +113,65 @@ int bench_load_run(struct spool *sp, struct ring *ring, const struct bench_bodie
 /* Add part's counts to total and recompute total's rates and averages
  * (the quantiles are left alone). */
 void bench_load_result_add(struct bench_load_result *total, const struct bench_load_result *part);
+
+/*
+ * Open-loop ("paced") load: messages arrive as a Poisson process at
+ * rate_per_s, independently of the acknowledgements, as mail reaches a
+ * server from many independent clients. Inter-arrival times are
+ * exponential, drawn from bench_rand seeded with seed, so the schedule is
+ * the same for a given seed and rate. Each loop turn issues every arrival
+ * whose scheduled time has come, then runs the ring until the next one is
+ * due. A message's latency runs from its SCHEDULED arrival to its
+ * acknowledgement (not from the moment it was issued: a loop that falls
+ * behind shows up in the latency instead of hiding it, no coordinated
+ * omission). Each acknowledged message gets a DELIVERED outcome (recipient
+ * 0), as in the closed loop's delivering mode.
+ *
+ * A slot carries one message and then its outcome, and is reused only
+ * once both are acknowledged. All slots are allocated before the clock starts;
+ * when all are busy, arrivals wait in order, still timed from their
+ * schedule, and are counted in backlogged. Issuing stops with the first
+ * arrival scheduled at or past duration_s (or after count_max arrivals);
+ * arrivals scheduled before it are all issued. The run ends when every
+ * issued message and outcome is acknowledged.
+ */
+struct bench_paced_params {
+	double rate_per_s;  /* mean arrival rate, > 0 */
+	double duration_s;  /* arrivals scheduled within this; 0: no deadline */
+	uint64_t count_max; /* stop issuing after this many arrivals */
+	uint32_t slots;	    /* messages (with their outcome) in flight at most */
+	uint64_t seed;	    /* inter-arrival times */
+	const char *dir;    /* the spool's folder: its disk's write counter */
+	/* If not NULL: each message's issue lag (issue time - scheduled
+	 * arrival), the generator's own lateness (timer wake-ups, a busy
+	 * CPU), which its latency includes. */
+	struct bench_samples *lag_samples;
+};
+
+struct bench_paced_result {
+	/* records (acknowledged messages), seconds (the run's start, where
+	 * the schedule starts, to the last message ack), records/s, commits,
+	 * journal commits, CPU, ... (not iou_wrk_max: not sampled); the
+	 * quantiles are the caller's to fill, as for bench_load_run. */
+	struct bench_load_result load;
+	uint64_t issued;	  /* messages issued (all acknowledged on success) */
+	uint64_t backlogged;	  /* arrivals that found every slot busy */
+	uint32_t slots_busy_max;  /* most slots busy at once */
+	double issue_lag_max_us;  /* longest an arrival waited to be issued */
+};
+
+/* Add part's counts to total (the quantiles are left alone). */
+void bench_paced_result_add(struct bench_paced_result *total,
+			    const struct bench_paced_result *part);
+
+/* Run one paced load on an open spool; each acknowledgement's latency
+ * (from its scheduled arrival) goes to samples. Returns 0, or -errno (a
+ * refused append, a failed commit, no arrival in the window) with one line
+ * in err. */
+int bench_paced_run(struct spool *sp, struct ring *ring, const struct bench_bodies *bodies,
+		    const struct bench_paced_params *params, struct bench_samples *samples,
+		    struct bench_paced_result *result, char *err, size_t err_size)
+	__attribute__((warn_unused_result));
 
 /*
  * Put the spool in its steady state before measuring: append one message
