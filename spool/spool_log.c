@@ -43,6 +43,9 @@
 
 #define SPOOL_ZERO_CHUNK_SIZE (1u << 20)
 #define SPOOL_ZERO_OPS 4u
+/* While nothing waits for the segment: one zero write this size at a time
+ * (each commit's cache flush then carries at most this much of them). */
+#define SPOOL_ZERO_PACED_SIZE (256u << 10)
 #define SPOOL_RESUBMITS_MAX 64u
 #define SPOOL_PAD_RESERVE (SPOOL_BLOCK_SIZE + SPOOL_RECORD_HEADER_SIZE)
 #define SPOOL_PREP_RETRY_NS (1000ull * 1000ull * 1000ull)
@@ -286,16 +289,40 @@ spool_prep_file_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 
 static void spool_prep_zero_done(struct ring_op *op, int32_t res, uint32_t cqe_flags);
 
-/* Keep up to SPOOL_ZERO_OPS zero writes in flight. */
+/*
+ * Appends wait for this preparation: no segment is active or ready, and
+ * something is queued or the log has no segment at all (start-up).
+ */
+static bool
+spool_prep_is_urgent(const struct spool_log *log)
+{
+	return log->ready_count == 0 && log->recycling == 0 &&
+	       (log->active == NULL || log->pending_head != NULL);
+}
+
+/*
+ * Keep zero writes in flight: SPOOL_ZERO_OPS of SPOOL_ZERO_CHUNK_SIZE when
+ * appends wait for the segment, else one of SPOOL_ZERO_PACED_SIZE. The
+ * zeros are volatile until a cache flush, and on a disk without FUA every
+ * commit is write + flush: 4 MiB of zeros at once make the next commit's
+ * flush carry them all, and a 64 MiB segment stalled every commit for
+ * ~100 ms (docs/BENCHMARKS.md 1.5 finding 1). Paced, each flush carries
+ * at most SPOOL_ZERO_PACED_SIZE of them.
+ */
 static void
 spool_prep_zero_more(struct spool_log *log, struct spool_seg *seg)
 {
+	bool urgent = spool_prep_is_urgent(log);
+	uint32_t ops = urgent ? SPOOL_ZERO_OPS : 1u;
+	uint32_t chunk = urgent ? SPOOL_ZERO_CHUNK_SIZE : SPOOL_ZERO_PACED_SIZE;
 	for (uint32_t i = 0; i < SPOOL_ZERO_OPS && seg->zero_offset < log->cfg.segment_size; i++) {
 		struct ring_op *op = &seg->zero_ops[i];
 		if (op->in_flight)
 			continue;
+		if (seg->zero_in_flight >= ops)
+			break;
 		uint64_t left = log->cfg.segment_size - seg->zero_offset;
-		uint32_t len = (uint32_t)ENG_MIN(left, (uint64_t)SPOOL_ZERO_CHUNK_SIZE);
+		uint32_t len = (uint32_t)ENG_MIN(left, (uint64_t)chunk);
 		op->callback = spool_prep_zero_done;
 		op->ctx = seg;
 		op->tag = SPOOL_TAG_PREPARE;
@@ -691,6 +718,9 @@ spool_log_flush(struct spool_log *log)
 	if (want_more && log->preparing == NULL && !log->closing &&
 	    eng_now_monotonic_ns() >= log->prep_retry_at_ns)
 		spool_prep_start(log);
+	else if (log->preparing != NULL && log->preparing->zero_in_flight < SPOOL_ZERO_OPS &&
+		 log->preparing->zero_offset < log->cfg.segment_size && spool_prep_is_urgent(log))
+		spool_prep_zero_more(log, log->preparing); /* paced until now: hurry */
 	spool_fail_unplaceable(log);
 }
 

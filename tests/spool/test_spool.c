@@ -472,6 +472,72 @@ Test(spool, eagain_is_resubmitted_not_failed)
 	cr_assert(spool_is_healthy(h.sp));
 }
 
+/* Zero writes of segment preparation, by size, seen at completion. */
+struct zero_count {
+	uint32_t paced;	 /* 256 KiB */
+	uint32_t hurried; /* 1 MiB */
+	uint32_t other;
+};
+
+static int32_t
+zero_count_hook(void *ctx, struct ring_op *op, int32_t res)
+{
+	struct zero_count *z = ctx;
+	if (op->tag != SPOOL_TAG_PREPARE || op->kind != RING_OP_WRITE)
+		return res;
+	if (op->len == 256u << 10)
+		z->paced++;
+	else if (op->len == 1u << 20)
+		z->hurried++;
+	else
+		z->other++;
+	return res;
+}
+
+/*
+ * Filling the ready pool while the log is usable writes zeros 256 KiB at a
+ * time (each commit's flush carries at most that much of them); only a
+ * preparation that appends are waiting for writes 1 MiB chunks. Before
+ * the pacing every preparation wrote four 1 MiB chunks at a time, and a
+ * growing queue stalled every commit for ~100 ms per 64 MiB segment.
+ */
+Test(spool, zeroing_is_paced_until_appends_wait_for_it)
+{
+	h.cfg.segment_size = 2u << 20;
+	h.cfg.ready_segments = 2;
+	struct zero_count z = { 0 };
+	harness_open(); /* the first segments are ready: prepared at open */
+	ring_set_fault(h.ring, zero_count_hook, &z);
+	/* The pool fills in the background: paced. */
+	uint64_t deadline = eng_now_monotonic_ns() + 20ull * 1000000000ull;
+	while (spool_message_stats(h.sp)->segments_created < 3) {
+		cr_assert_lt(eng_now_monotonic_ns(), deadline, "ready pool never filled");
+		cr_assert(ring_run_once(h.ring, 10000000ull) >= 0);
+	}
+	cr_assert_geq(z.paced, 8, "paced %u", z.paced); /* a whole 2 MiB segment */
+	cr_assert_eq(z.hurried, 0, "hurried %u", z.hurried);
+	cr_assert_eq(z.other, 0);
+	write_messages(0, 20, 3000);
+	cr_assert_eq(h.acked, 20);
+	ring_set_fault(h.ring, NULL, NULL);
+}
+
+Test(spool, zeroing_hurries_when_appends_wait_for_it)
+{
+	h.cfg.segment_size = 2u << 20;
+	h.cfg.ready_segments = 0; /* a segment is prepared only when needed */
+	struct zero_count z = { 0 };
+	harness_open();
+	ring_set_fault(h.ring, zero_count_hook, &z);
+	/* About 6 MB: three more segments, each made while appends wait. */
+	write_messages(0, 100, 60000);
+	cr_assert_eq(h.acked, 100);
+	cr_assert_geq(spool_message_stats(h.sp)->segments_created, 3);
+	cr_assert_geq(z.hurried, 4, "hurried %u paced %u", z.hurried, z.paced);
+	cr_assert_eq(z.other, 0);
+	ring_set_fault(h.ring, NULL, NULL);
+}
+
 /*
  * No segment can be made: every preparation's zeroing write fails with
  * ENOSPC (the completion layer, as a full disk would answer). The appends
