@@ -38,10 +38,10 @@
  *     duration (its count with --smoke), each message getting a DELIVERED
  *     outcome; latency from each message's scheduled arrival to its ack.
  *     This is how an SMTP server is loaded (clients arrive whether or not
- *     earlier ones were answered), and at a stated fraction of the
- *     device's capacity it is the meaningful reading of the p99 target,
- *     which a closed loop of `concurrency` clients cannot meet by Little's
- *     law (docs/BENCHMARKS.md section 1.5, finding 4).
+ *     earlier ones were answered): ack latency at a stated fraction of the
+ *     device's capacity, where the closed loop of `concurrency` clients
+ *     measures latency at saturation, bounded below by Little's law
+ *     (docs/BENCHMARKS.md section 1.5, finding 4).
  * After the rounds, for information: the device loop at QD = commit_slots
  * through the ring, into unwritten (fallocated only) extents, and file per
  * message with `fpm_threads` writers at once.
