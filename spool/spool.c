@@ -604,7 +604,8 @@ spool_make_dirs(struct spool *sp, char *err, size_t err_size)
 
 static struct spool_log *
 spool_open_log(struct spool *sp, const char *dir, uint64_t segment_size, uint32_t record_max,
-	       uint64_t first_id, uint64_t reserve, char *err, size_t err_size)
+	       uint64_t first_id, uint64_t reserve, bool submit_early, char *err,
+	       size_t err_size)
 {
 	struct spool_log_config lc = {
 		.dir = dir,
@@ -618,6 +619,7 @@ spool_open_log(struct spool *sp, const char *dir, uint64_t segment_size, uint32_
 		.first_segment_id = first_id,
 		.allow_volatile = sp->cfg.allow_volatile,
 		.free_space_reserve = reserve,
+		.submit_early = submit_early,
 	};
 	return spool_log_create(sp->ring, &lc, err, err_size);
 }
@@ -688,14 +690,14 @@ spool_open(struct ring *ring, const struct spool_config *cfg, spool_recover_fn *
 	}
 	/* The journal may dig into the reserve: outcomes are what free space. */
 	sp->msg_log = spool_open_log(sp, sp->msg_dir, cfg->segment_size, spool_record_max(cfg),
-				     max_id + 1, cfg->free_space_reserve, err, err_size);
+				     max_id + 1, cfg->free_space_reserve, true, err, err_size);
 	if (sp->msg_log == NULL) {
 		spool_close(sp);
 		return NULL;
 	}
 	sp->journal_log = spool_open_log(sp, sp->journal_dir, cfg->journal_segment_size,
 					 SPOOL_OUTCOME_RECORD_SIZE, max_id + 1,
-					 cfg->free_space_reserve / 4, err, err_size);
+					 cfg->free_space_reserve / 4, false, err, err_size);
 	if (sp->journal_log == NULL) {
 		spool_close(sp);
 		return NULL;

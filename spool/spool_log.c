@@ -699,6 +699,7 @@ spool_log_flush(struct spool_log *log)
 		spool_fail_list(head, log->error);
 		return;
 	}
+	uint64_t commits_before = log->stats.commits;
 	while (log->pending_head != NULL) {
 		struct spool_append *op = log->pending_head;
 		struct spool_append *next = op->next; /* placing reuses op->next */
@@ -712,6 +713,8 @@ spool_log_flush(struct spool_log *log)
 	struct spool_slot *slot = &log->slots[log->fill_index];
 	if (slot->state == SPOOL_SLOT_FILLING && slot->used > 0)
 		spool_slot_submit(log, slot);
+	if (log->cfg.submit_early && log->stats.commits != commits_before)
+		(void)ring_submit(log->ring); /* on error the turn's submit retries */
 	/* The pool, plus one to become active when there is none. */
 	uint32_t wanted = log->cfg.ready_segments + (log->active == NULL ? 1u : 0u);
 	bool want_more = log->ready_count + log->recycling < wanted;

@@ -89,6 +89,12 @@ struct spool_log_config {
 	uint64_t first_segment_id; /* ids allocated from max(this, clock) */
 	bool allow_volatile;	   /* accept tmpfs/ramfs (tests only) */
 	uint64_t free_space_reserve; /* no new segment below this much free space */
+	/* Hand each commit to the kernel as soon as the flush queued it
+	 * (ring_submit) instead of with the turn's one submit after every
+	 * hook: for the log whose acks clients wait for (messages), so the
+	 * device starts before the other hooks' work (the journal's encoding,
+	 * the engine's). Costs one more io_uring_enter per committing turn. */
+	bool submit_early;
 };
 
 /* Called for every append just before its own callback, with the same

@@ -472,6 +472,56 @@ Test(spool, eagain_is_resubmitted_not_failed)
 	cr_assert(spool_is_healthy(h.sp));
 }
 
+/* A hook added after the spool's: what had reached the kernel by then. */
+static uint64_t hook_seen_sqes;
+
+static void
+record_submitted_hook(void *ctx)
+{
+	hook_seen_sqes = ring_stats_get(ctx)->submitted_sqes;
+}
+
+/*
+ * A message commit reaches the kernel from the message log's hook, before
+ * later hooks run (their work overlaps the device's); an outcome commit
+ * waits for the turn's one submit.
+ */
+Test(spool, a_message_commit_is_submitted_before_later_hooks_run)
+{
+	harness_open();
+	write_messages(0, 1, 1000); /* both logs settled */
+	ring_add_hook(h.ring, record_submitted_hook, h.ring);
+	uint64_t before = ring_stats_get(h.ring)->submitted_sqes;
+	msg_init(1, 1000);
+	cr_assert_eq(spool_write_message(h.sp, &h.msgs[1].op), 0);
+	cr_assert(ring_run_once(h.ring, 0) >= 0);
+	cr_assert_gt(hook_seen_sqes, before, "the commit waited for the turn's submit");
+	for (uint32_t turns = 0; !h.msgs[1].done; turns++) {
+		cr_assert_lt(turns, 100000);
+		cr_assert(ring_run_once(h.ring, 100000000ull) >= 0);
+	}
+	cr_assert_eq(h.msgs[1].result, 0);
+	/* An outcome: the journal does not submit on its own. */
+	struct outcome_op o = { 0 };
+	o.out.message = h.msgs[1].op.location;
+	o.out.rcpt_index = 0;
+	o.out.state = SPOOL_RCPT_DEFERRED;
+	o.out.time_ns = 1;
+	o.op.callback = outcome_callback;
+	o.op.ctx = &o;
+	o.op.input.outcome = &o.out;
+	before = ring_stats_get(h.ring)->submitted_sqes;
+	cr_assert_eq(spool_write_outcome(h.sp, &o.op), 0);
+	cr_assert(ring_run_once(h.ring, 0) >= 0);
+	cr_assert_eq(hook_seen_sqes, before);
+	for (uint32_t turns = 0; !o.done; turns++) {
+		cr_assert_lt(turns, 100000);
+		cr_assert(ring_run_once(h.ring, 100000000ull) >= 0);
+	}
+	cr_assert_eq(o.result, 0);
+	ring_remove_hook(h.ring, record_submitted_hook, h.ring);
+}
+
 /* Zero writes of segment preparation, by size, seen at completion. */
 struct zero_count {
 	uint32_t paced;	 /* 256 KiB */
