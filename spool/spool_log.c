@@ -290,31 +290,35 @@ spool_prep_file_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 static void spool_prep_zero_done(struct ring_op *op, int32_t res, uint32_t cqe_flags);
 
 /*
- * Appends wait for this preparation: no segment is active or ready, and
- * something is queued or the log has no segment at all (start-up).
+ * The next append waits for this preparation: no segment is active (the
+ * last one filled up, or none yet at start-up), ready or being recycled.
+ * Appends queued behind busy commit slots do not count: they wait for a
+ * slot, not for a segment.
  */
 static bool
 spool_prep_is_urgent(const struct spool_log *log)
 {
-	return log->ready_count == 0 && log->recycling == 0 &&
-	       (log->active == NULL || log->pending_head != NULL);
+	return log->ready_count == 0 && log->recycling == 0 && log->active == NULL;
 }
 
 /*
  * Keep zero writes in flight: SPOOL_ZERO_OPS of SPOOL_ZERO_CHUNK_SIZE when
- * appends wait for the segment, else one of SPOOL_ZERO_PACED_SIZE. The
- * zeros are volatile until a cache flush, and on a disk without FUA every
- * commit is write + flush: 4 MiB of zeros at once make the next commit's
- * flush carry them all, and a 64 MiB segment stalled every commit for
- * ~100 ms (docs/BENCHMARKS.md 1.5 finding 1). Paced, each flush carries
- * at most SPOOL_ZERO_PACED_SIZE of them.
+ * appends wait for the segment; one of SPOOL_ZERO_CHUNK_SIZE when the
+ * active segment is the last one (nothing ready or being recycled), so a
+ * fast-growing queue does not run into the preparation; else one of
+ * SPOOL_ZERO_PACED_SIZE. The zeros are volatile until a cache flush, and
+ * on a disk without FUA every commit is write + flush: 4 MiB of zeros at
+ * once make the next commit's flush carry them all, and a 64 MiB segment
+ * stalled every commit for ~100 ms (docs/BENCHMARKS.md 1.5 finding 1).
+ * Paced, each flush carries at most one chunk of them.
  */
 static void
 spool_prep_zero_more(struct spool_log *log, struct spool_seg *seg)
 {
 	bool urgent = spool_prep_is_urgent(log);
+	bool last = log->ready_count == 0 && log->recycling == 0;
 	uint32_t ops = urgent ? SPOOL_ZERO_OPS : 1u;
-	uint32_t chunk = urgent ? SPOOL_ZERO_CHUNK_SIZE : SPOOL_ZERO_PACED_SIZE;
+	uint32_t chunk = urgent || last ? SPOOL_ZERO_CHUNK_SIZE : SPOOL_ZERO_PACED_SIZE;
 	for (uint32_t i = 0; i < SPOOL_ZERO_OPS && seg->zero_offset < log->cfg.segment_size; i++) {
 		struct ring_op *op = &seg->zero_ops[i];
 		if (op->in_flight)

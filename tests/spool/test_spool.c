@@ -572,6 +572,37 @@ Test(spool, zeroing_is_paced_until_appends_wait_for_it)
 	ring_set_fault(h.ring, NULL, NULL);
 }
 
+/* The active segment is the last one (none ready): 1 MiB writes, still
+ * one at a time, before any append has to wait for the next. */
+static void
+run_until_created(uint64_t count)
+{
+	uint64_t deadline = eng_now_monotonic_ns() + 20ull * 1000000000ull;
+	while (spool_message_stats(h.sp)->segments_created < count) {
+		cr_assert_lt(eng_now_monotonic_ns(), deadline, "%" PRIu64 " segments never made",
+			     count);
+		cr_assert(ring_run_once(h.ring, 10000000ull) >= 0);
+	}
+}
+
+Test(spool, zeroing_speeds_up_when_the_pool_is_empty)
+{
+	h.cfg.segment_size = 2u << 20;
+	h.cfg.ready_segments = 1;
+	h.cfg.commit_size_max = 1u << 20; /* every append placed in one turn */
+	struct zero_count z = { 0 };
+	harness_open();
+	run_until_created(2); /* one to become active, one ready */
+	ring_set_fault(h.ring, zero_count_hook, &z);
+	/* About 2.4 MB: the first segment fills and the ready one takes over,
+	 * which leaves none ready while nothing waits. */
+	write_messages(0, 40, 60000);
+	cr_assert_eq(h.acked, 40);
+	run_until_created(3);
+	cr_assert_geq(z.hurried, 2, "hurried %u paced %u", z.hurried, z.paced);
+	ring_set_fault(h.ring, NULL, NULL);
+}
+
 Test(spool, zeroing_hurries_when_appends_wait_for_it)
 {
 	h.cfg.segment_size = 2u << 20;
