@@ -289,16 +289,23 @@ spool_prep_file_synced(struct ring_op *op, int32_t res, uint32_t cqe_flags)
 
 static void spool_prep_zero_done(struct ring_op *op, int32_t res, uint32_t cqe_flags);
 
+/* No segment is ready or being recycled to follow the active one. */
+static bool
+spool_pool_is_empty(const struct spool_log *log)
+{
+	return log->ready_count == 0 && log->recycling == 0;
+}
+
 /*
- * The next append waits for this preparation: no segment is active (the
- * last one filled up, or none yet at start-up), ready or being recycled.
+ * The next append waits for a preparation: no segment is active (the last
+ * one filled up, or none yet at start-up), ready or being recycled.
  * Appends queued behind busy commit slots do not count: they wait for a
  * slot, not for a segment.
  */
 static bool
-spool_prep_is_urgent(const struct spool_log *log)
+spool_segment_is_lacking(const struct spool_log *log)
 {
-	return log->ready_count == 0 && log->recycling == 0 && log->active == NULL;
+	return log->active == NULL && spool_pool_is_empty(log);
 }
 
 /*
@@ -315,10 +322,9 @@ spool_prep_is_urgent(const struct spool_log *log)
 static void
 spool_prep_zero_more(struct spool_log *log, struct spool_seg *seg)
 {
-	bool urgent = spool_prep_is_urgent(log);
-	bool last = log->ready_count == 0 && log->recycling == 0;
+	bool urgent = spool_segment_is_lacking(log);
 	uint32_t ops = urgent ? SPOOL_ZERO_OPS : 1u;
-	uint32_t chunk = urgent || last ? SPOOL_ZERO_CHUNK_SIZE : SPOOL_ZERO_PACED_SIZE;
+	uint32_t chunk = spool_pool_is_empty(log) ? SPOOL_ZERO_CHUNK_SIZE : SPOOL_ZERO_PACED_SIZE;
 	for (uint32_t i = 0; i < SPOOL_ZERO_OPS && seg->zero_offset < log->cfg.segment_size; i++) {
 		struct ring_op *op = &seg->zero_ops[i];
 		if (op->in_flight)
@@ -679,7 +685,7 @@ static void
 spool_fail_unplaceable(struct spool_log *log)
 {
 	if (log->pending_head == NULL || log->prep_error >= 0 || log->preparing != NULL ||
-	    log->active != NULL || log->ready_count > 0 || log->recycling > 0 || log->closing)
+	    !spool_segment_is_lacking(log) || log->closing)
 		return;
 	if (log->prep_failed_at_start)
 		spool_prep_start(log);
@@ -726,7 +732,8 @@ spool_log_flush(struct spool_log *log)
 	    eng_now_monotonic_ns() >= log->prep_retry_at_ns)
 		spool_prep_start(log);
 	else if (log->preparing != NULL && log->preparing->zero_in_flight < SPOOL_ZERO_OPS &&
-		 log->preparing->zero_offset < log->cfg.segment_size && spool_prep_is_urgent(log))
+		 log->preparing->zero_offset < log->cfg.segment_size &&
+		 spool_segment_is_lacking(log))
 		spool_prep_zero_more(log, log->preparing); /* paced until now: hurry */
 	spool_fail_unplaceable(log);
 }
