@@ -1056,8 +1056,12 @@ bench_print_spool(const char *label, const struct bench_size_result *r,
 	       "longest gap between commit completions %.1f ms, other device writes %.1f MB\n",
 	       (double)l->prep_zero_bytes / 1e6, (unsigned long long)l->prep_syncs,
 	       l->commit_gap_max_us / 1e3, l->other_disk_mb);
-	printf("  light load (1 client): ack p50 %.0f us p99 %.0f us (%.1fx device commit)\n",
-	       m->light.p50_us, m->light.p99_us, m->light_p99_vs_device_commit);
+	printf("  light load (1 client): ack p50 %.0f us p99 %.0f us (%.1fx device commit); "
+	       "meanwhile %.1f MB of zeros written into new segments, %llu preparation syncs, "
+	       "longest gap between commit completions %.1f ms\n",
+	       m->light.p50_us, m->light.p99_us, m->light_p99_vs_device_commit,
+	       (double)m->light.prep_zero_bytes / 1e6, (unsigned long long)m->light.prep_syncs,
+	       m->light.commit_gap_max_us / 1e3);
 	printf("  device QD1 %u B RWF_DSYNC over the same bytes: %.1f MB/s (write p50 %.0f us "
 	       "p99 %.0f us, other device writes %.1f MB) -> ratio_vs_device %.2f%s; median of "
 	       "rounds %.2f:",
@@ -1152,10 +1156,12 @@ bench_json_mode(const struct bench_size_result *r, const struct bench_mode_resul
 	printf("],\"ratio_vs_device_qd\":%.3f,\"ratio_vs_file_per_message\":%.1f,"
 	       "\"ratio_vs_file_per_message_parallel\":%.1f,\"p99_vs_device_commit\":%.2f,"
 	       "\"p99_vs_device_batch_write\":%.2f,\"ack_floor_us\":%.1f,\"light_p50_ack_us\":%.1f,"
-	       "\"light_p99_ack_us\":%.1f,\"light_p99_vs_device_commit\":%.2f,",
+	       "\"light_p99_ack_us\":%.1f,\"light_p99_vs_device_commit\":%.2f,"
+	       "\"light_prep_zero_mb\":%.1f,\"light_commit_gap_max_us\":%.0f,",
 	       m->ratio_vs_device_ring, m->ratio_vs_fpm, m->ratio_vs_fpm_parallel,
 	       m->p99_vs_device_commit, m->p99_vs_device_batch, m->ack_floor_us, m->light.p50_us,
-	       m->light.p99_us, m->light_p99_vs_device_commit);
+	       m->light.p99_us, m->light_p99_vs_device_commit, (double)m->light.prep_zero_bytes / 1e6,
+	       m->light.commit_gap_max_us);
 	printf("\"commits\":%llu,\"avg_commit_bytes\":%.0f,\"records_per_commit\":%.2f,"
 	       "\"commit_bytes\":%llu,\"outcomes\":%llu,\"journal_commits\":%llu,"
 	       "\"journal_commit_bytes\":%llu,\"warm_records\":%llu,"
